@@ -1,0 +1,39 @@
+# unlearnops — `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip
+export HF_HUB_OFFLINE := 1
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED := 0
+export MLFLOW_DISABLE_TELEMETRY := true
+export TOKENIZERS_PARALLELISM := false
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS=":.*## "} {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/unlearnops: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[test,dev]'
+	touch $@
+
+install: $(BIN)/unlearnops ## create .venv and install unlearnops with test/dev tools (torch pinned by constraints.txt)
+
+test: install ## run the whole test suite (slow and service tests included)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: install ## run the tests not marked slow
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+lint: install ## ruff check
+	$(BIN)/ruff check unlearnops components pipelines tests benchmarks
+
+bench: install ## run the benchmarks; JSON under benchmarks/results/, summary in BENCHMARKS.md
+	$(BIN)/python -m benchmarks.run_all $(BENCH)
+
+.PHONY: help install test test-fast lint bench

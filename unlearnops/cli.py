@@ -1,0 +1,53 @@
+"""The ``unlearnops`` command line: one Typer app; step commands plug in by entry point.
+
+The core never imports ``unlearnops.components``: each step's ``cli.py`` registers its
+commands on the apps here, and is found through the ``unlearnops.cli`` entry-point group.
+Exit codes: 0 ok, 1 error, 2 bad usage/input, 3 gate failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+
+import typer
+from rich.console import Console
+
+from .settings import apply_runtime_env
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_GATE_FAILED = 0, 1, 2, 3
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="unlearnops: make a language model forget, verifiably.")
+request_app = typer.Typer(no_args_is_help=True, help="File and inspect forget requests (the ledger).")
+benchmark_app = typer.Typer(no_args_is_help=True, help="The fictitious-people benchmark: data and models.")
+scope_app = typer.Typer(no_args_is_help=True, help="Resolve requests to a DataScope.")
+app.add_typer(request_app, name="request")
+app.add_typer(benchmark_app, name="benchmark")
+app.add_typer(scope_app, name="scope")
+
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print ``message`` to stderr and return the Exit to raise (``raise fail(...)``)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _load_plugins() -> None:
+    for ep in sorted(entry_points(group="unlearnops.cli"), key=lambda e: e.name):
+        ep.load()
+
+
+def main() -> None:
+    apply_runtime_env()
+    _load_plugins()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

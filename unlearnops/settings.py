@@ -1,0 +1,112 @@
+"""One settings object for every step: environment (``UNLEARNOPS_*``) over an optional YAML file.
+
+The defaults are the embedded stack: a local ``.unlearnops/`` folder as storage root, a
+``sqlite:///`` MLflow tracking URI and a SQLite ledger under it, and a local Ray.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_FILE_ENV = "UNLEARNOPS_CONFIG"
+
+
+class S3Settings(BaseSettings):
+    """How to reach S3 (or an S3-compatible server such as SeaweedFS or MinIO)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    max_attempts: int = Field(5, ge=1, description="botocore retry attempts (adaptive mode)")
+    multipart_threshold_mb: int = Field(64, ge=5)
+
+
+class Settings(BaseSettings):
+    """Where unlearnops keeps things and which services it talks to."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="UNLEARNOPS_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Field(Path(".unlearnops"), description="local working folder of the embedded stack")
+    storage_root: str | None = Field(None, description="URI under which runs write (default: HOME/store)")
+    s3: S3Settings = Field(default_factory=S3Settings)
+    mlflow_tracking_uri: str | None = Field(None, description="default: sqlite:///HOME/mlflow.db")
+    ledger_url: str | None = Field(None, description="SQLAlchemy URL (default: sqlite:///HOME/ledger.db)")
+    ray_address: str | None = Field(None, description="attach to this Ray cluster; default: start a local one")
+    kfp_host: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlSource(settings_cls)
+
+    @property
+    def storage_root_uri(self) -> str:
+        return self.storage_root or str((self.home / "store").absolute())
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').absolute()}"
+
+    @property
+    def ledger_sqlalchemy_url(self) -> str:
+        return self.ledger_url or f"sqlite:///{(self.home / 'ledger.db').absolute()}"
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``UNLEARNOPS_CONFIG`` (if set)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get(CONFIG_FILE_ENV)
+        if not path:
+            return {}
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"{CONFIG_FILE_ENV}={path}: no such settings file")
+        data = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: settings file must hold a mapping, got {type(data).__name__}")
+        return data
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (call ``get_settings.cache_clear()`` after changing the env)."""
+    return Settings()
+
+
+def runtime_env() -> dict[str, str]:
+    """Environment every unlearnops process and Ray worker needs (offline hub, explicit Ray auth)."""
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def apply_runtime_env() -> None:
+    """Set :func:`runtime_env` in ``os.environ`` without overriding values already set."""
+    for key, value in runtime_env().items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,411 @@
+"""One module for URIs: plain paths, ``file://`` and ``s3://`` (boto3).
+
+Every write is atomic: a local file is written under a temporary name in the same folder and
+renamed; an S3 object only appears when its (multipart) upload completes, and a folder upload
+goes to a temporary prefix first and is copied server-side under its final prefix, so a crash
+never leaves a half-written object or folder under its final name. Errors come out as
+:class:`StorageError` naming the URI and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .settings import S3Settings, get_settings
+
+TMP_MARK = ".tmp-"
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI and what to do."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A stored file: its URI, size in bytes and version tag (S3 ETag or mtime-size locally)."""
+
+    uri: str
+    size: int
+    etag: str
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StorageError(f"{uri}: not an s3://bucket/key URI")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def local_path(uri: str) -> Path:
+    """A plain path or ``file://`` URI as a Path."""
+    if uri.startswith("file://"):
+        return Path(urlparse(uri).path)
+    if "://" in uri:
+        raise StorageError(f"{uri}: unsupported scheme; use a path, file:// or s3://")
+    return Path(uri)
+
+
+def join(uri: str, *parts: str) -> str:
+    """Append path parts to a URI (``s3://b/p`` + ``x`` → ``s3://b/p/x``)."""
+    out = uri.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}" if part else out
+    return out
+
+
+# ---------------------------------------------------------------- S3 client
+def s3_client(settings: S3Settings | None = None) -> Any:
+    """A boto3 S3 client configured from settings (endpoint, region, credentials, retries)."""
+    s3 = settings or get_settings().s3
+    return _cached_client(
+        s3.endpoint_url,
+        s3.region,
+        s3.access_key_id,
+        s3.secret_access_key.get_secret_value() if s3.secret_access_key else None,
+        s3.max_attempts,
+    )
+
+
+@lru_cache(maxsize=8)
+def _cached_client(
+    endpoint: str | None, region: str, key: str | None, secret: str | None, attempts: int
+) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": attempts, "mode": "adaptive"},
+        connect_timeout=10,
+        read_timeout=120,
+        s3={"addressing_style": "path"},
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=config,
+    )
+
+
+def _transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    threshold = get_settings().s3.multipart_threshold_mb * 1024 * 1024
+    return TransferConfig(multipart_threshold=threshold, multipart_chunksize=threshold)
+
+
+@contextlib.contextmanager
+def _s3_errors(uri: str) -> Iterator[None]:
+    """Turn botocore errors into :class:`StorageError` messages that name the URI."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as err:
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        raise StorageError(_explain(uri, code, str(err))) from err
+    except BotoCoreError as err:
+        raise StorageError(f"{uri}: cannot reach S3 ({err}); check UNLEARNOPS_S3__ENDPOINT_URL") from err
+
+
+def _explain(uri: str, code: str, detail: str) -> str:
+    hints = {
+        "NoSuchBucket": "the bucket does not exist; create it or fix the URI",
+        "NoSuchKey": "no such object",
+        "404": "no such object",
+        "NotFound": "no such object",
+        "InvalidAccessKeyId": "S3 rejected the access key; check UNLEARNOPS_S3__ACCESS_KEY_ID",
+        "SignatureDoesNotMatch": "S3 rejected the credentials; check UNLEARNOPS_S3__SECRET_ACCESS_KEY",
+        "AccessDenied": "access denied; check the credentials and the bucket policy",
+        "403": "access denied; check the S3 credentials",
+    }
+    return f"{uri}: {hints.get(code, detail)}"
+
+
+# ---------------------------------------------------------------- reads
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        from botocore.exceptions import ClientError
+
+        try:
+            s3_client().head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as err:
+            if str(err.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise StorageError(_explain(uri, str(err.response["Error"].get("Code")), str(err))) from err
+    return local_path(uri).exists()
+
+
+def read_bytes(uri: str) -> bytes:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    path = local_path(uri)
+    if not path.is_file():
+        raise StorageError(f"{uri}: no such file")
+    return path.read_bytes()
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def read_json(uri: str) -> Any:
+    try:
+        return json.loads(read_text(uri))
+    except json.JSONDecodeError as err:
+        raise StorageError(f"{uri}: invalid JSON at line {err.lineno}: {err.msg}") from err
+
+
+def iter_lines(uri: str) -> Iterator[str]:
+    """Stream a text file line by line (bounded memory for S3 and local files alike)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            body = s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+            for raw in body.iter_lines(chunk_size=1 << 20):
+                yield raw.decode("utf-8")
+        return
+    path = local_path(uri)
+    if not path.is_file():
+        raise StorageError(f"{uri}: no such file")
+    with path.open("r", encoding="utf-8") as handle:
+        for line in handle:
+            yield line.rstrip("\n")
+
+
+def list_files(prefix: str, suffixes: tuple[str, ...] = ()) -> list[FileInfo]:
+    """Every file under a folder/prefix (recursive, sorted, S3 paginated); temp files skipped."""
+    out: list[FileInfo] = []
+    if is_s3(prefix):
+        bucket, key = split_s3(prefix)
+        key = key.rstrip("/") + "/" if key else ""
+        with _s3_errors(prefix):
+            pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    out.append(FileInfo(f"s3://{bucket}/{obj['Key']}", obj["Size"], obj["ETag"].strip('"')))
+    else:
+        root = local_path(prefix)
+        if root.is_dir():
+            for path in root.rglob("*"):
+                if path.is_file():
+                    stat = path.stat()
+                    out.append(FileInfo(str(path), stat.st_size, f"{int(stat.st_mtime_ns)}-{stat.st_size}"))
+    keep = [f for f in out if TMP_MARK not in f.uri and (not suffixes or f.uri.endswith(suffixes))]
+    return sorted(keep, key=lambda f: f.uri)
+
+
+def sha256_of(uri: str) -> str:
+    """SHA-256 hex digest of a stored file (streamed)."""
+    digest = hashlib.sha256()
+    if is_s3(uri):
+        digest.update(read_bytes(uri))
+    else:
+        with local_path(uri).open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- writes
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write atomically (temp file + rename locally; a single PUT on S3)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    path = local_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + TMP_MARK, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_text(uri, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def upload_file(path: str | Path, uri: str) -> None:
+    """Copy a local file to a URI atomically (multipart on S3 above the threshold)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            s3_client().upload_file(str(path), bucket, key, Config=_transfer_config())
+        return
+    dest = local_path(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + TMP_MARK + uuid.uuid4().hex[:8])
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def download_file(uri: str, path: str | Path) -> None:
+    """Copy a stored file to a local path (atomic rename at the end)."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + TMP_MARK + uuid.uuid4().hex[:8])
+    try:
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            with _s3_errors(uri):
+                s3_client().download_file(bucket, key, str(tmp), Config=_transfer_config())
+        else:
+            src = local_path(uri)
+            if not src.is_file():
+                raise StorageError(f"{uri}: no such file")
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def upload_dir(local_dir: str | Path, uri: str) -> None:
+    """Copy a whole folder (e.g. a model directory) to a URI; the folder appears all at once.
+
+    Locally: copy into a sibling temp folder, then rename over the destination. On S3: upload
+    under a temp prefix, copy server-side under the final prefix, delete the temp prefix.
+    """
+    src = Path(local_dir)
+    if not src.is_dir():
+        raise StorageError(f"{src}: not a folder")
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    if not is_s3(uri):
+        dest = local_path(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + TMP_MARK + uuid.uuid4().hex[:8])
+        try:
+            shutil.copytree(src, tmp)
+            if dest.exists():
+                old = dest.with_name(dest.name + TMP_MARK + "old-" + uuid.uuid4().hex[:8])
+                os.replace(dest, old)
+                os.replace(tmp, dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return
+    bucket, key = split_s3(uri)
+    key = key.rstrip("/")
+    tmp_key = f"{key}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    client = s3_client()
+    with _s3_errors(uri):
+        try:
+            for file in files:
+                rel = file.relative_to(src).as_posix()
+                client.upload_file(str(file), bucket, f"{tmp_key}/{rel}", Config=_transfer_config())
+            delete_prefix(uri)
+            for file in files:
+                rel = file.relative_to(src).as_posix()
+                client.copy(
+                    {"Bucket": bucket, "Key": f"{tmp_key}/{rel}"}, bucket, f"{key}/{rel}",
+                    Config=_transfer_config(),
+                )
+        finally:
+            delete_prefix(f"s3://{bucket}/{tmp_key}")
+
+
+def download_dir(uri: str, local_dir: str | Path) -> Path:
+    """Copy a stored folder to a local folder (created; replaced atomically if present)."""
+    dest = Path(local_dir)
+    if not is_s3(uri):
+        src = local_path(uri)
+        if not src.is_dir():
+            raise StorageError(f"{uri}: no such folder")
+        upload_dir(src, str(dest))
+        return dest
+    files = list_files(uri)
+    if not files:
+        raise StorageError(f"{uri}: no objects under this prefix")
+    bucket, key = split_s3(uri)
+    base = key.rstrip("/") + "/"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + TMP_MARK + uuid.uuid4().hex[:8])
+    try:
+        for info in files:
+            rel = split_s3(info.uri)[1][len(base):]
+            download_file(info.uri, tmp / rel)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def delete_prefix(uri: str) -> None:
+    """Remove a folder/prefix and everything under it (no error if absent)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        key = key.rstrip("/") + "/"
+        client = s3_client()
+        with _s3_errors(uri):
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+            for page in pages:
+                objects = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+                if objects:
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+        return
+    path = local_path(uri)
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def local_dir(uri: str, cache: Path | None = None) -> Iterator[Path]:
+    """A local folder holding the stored folder's files (the folder itself when local)."""
+    if not is_s3(uri):
+        path = local_path(uri)
+        if not path.is_dir():
+            raise StorageError(f"{uri}: no such folder")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        yield download_dir(uri, Path(tmp) / "d")
