@@ -26,7 +26,7 @@ app.add_typer(request_app, name="request")
 app.add_typer(benchmark_app, name="benchmark")
 app.add_typer(scope_app, name="scope")
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:

@@ -12,16 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_FILE_ENV = "UNLEARNOPS_CONFIG"
 
 
-class S3Settings(BaseSettings):
-    """How to reach S3 (or an S3-compatible server such as SeaweedFS or MinIO)."""
+class S3Settings(BaseModel):
+    """How to reach S3 (or an S3-compatible server such as SeaweedFS or MinIO).
 
-    model_config = SettingsConfigDict(extra="forbid")
+    A plain model, filled only through ``Settings`` (``UNLEARNOPS_S3__*`` or the YAML ``s3:``
+    mapping): as a ``BaseSettings`` it would also read un-prefixed ``REGION``/``ENDPOINT_URL``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     endpoint_url: str | None = None
     region: str = "us-east-1"
@@ -43,7 +47,9 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     mlflow_tracking_uri: str | None = Field(None, description="default: sqlite:///HOME/mlflow.db")
     ledger_url: str | None = Field(None, description="SQLAlchemy URL (default: sqlite:///HOME/ledger.db)")
-    ray_address: str | None = Field(None, description="attach to this Ray cluster; default: start a local one")
+    ray_address: str | None = Field(
+        None, description="attach to this Ray cluster; default: start a local one"
+    )
     kfp_host: str | None = None
 
     @classmethod
@@ -70,6 +76,10 @@ class Settings(BaseSettings):
         return self.ledger_url or f"sqlite:///{(self.home / 'ledger.db').absolute()}"
 
 
+class SettingsFileError(ValueError):
+    """The settings file named by ``UNLEARNOPS_CONFIG`` is missing, not YAML, or has unknown keys."""
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Reads the YAML file named by ``UNLEARNOPS_CONFIG`` (if set)."""
 
@@ -82,11 +92,29 @@ class _YamlSource(PydanticBaseSettingsSource):
             return {}
         file = Path(path)
         if not file.is_file():
-            raise FileNotFoundError(f"{CONFIG_FILE_ENV}={path}: no such settings file")
-        data = yaml.safe_load(file.read_text()) or {}
+            raise SettingsFileError(f"{CONFIG_FILE_ENV}={path}: no such settings file")
+        try:
+            data = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err)
+            raise SettingsFileError(f"{path}: not valid YAML{where}: {problem}") from err
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: settings file must hold a mapping, got {type(data).__name__}")
+            raise SettingsFileError(f"{path}: settings file must hold a mapping, got {type(data).__name__}")
+        _check_keys(path, data, Settings.model_fields, "")
+        if isinstance(data.get("s3"), dict):
+            _check_keys(path, data["s3"], S3Settings.model_fields, "s3.")
         return data
+
+
+def _check_keys(path: str, data: dict[str, Any], fields: dict[str, Any], prefix: str) -> None:
+    unknown = sorted(str(k) for k in data if k not in fields)
+    if unknown:
+        raise SettingsFileError(
+            f"{path}: unknown setting(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys: {', '.join(prefix + k for k in fields)}"
+        )
 
 
 @lru_cache(maxsize=1)

@@ -116,6 +116,7 @@ def _transfer_config() -> Any:
 @contextlib.contextmanager
 def _s3_errors(uri: str) -> Iterator[None]:
     """Turn botocore errors into :class:`StorageError` messages that name the URI."""
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -123,6 +124,12 @@ def _s3_errors(uri: str) -> Iterator[None]:
     except ClientError as err:
         code = str(err.response.get("Error", {}).get("Code", ""))
         raise StorageError(_explain(uri, code, str(err))) from err
+    except Boto3Error as err:  # S3UploadFailedError & co. wrap the ClientError as their context
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, ClientError):
+            code = str(cause.response.get("Error", {}).get("Code", ""))
+            raise StorageError(_explain(uri, code, str(cause))) from err
+        raise StorageError(f"{uri}: {err}") from err
     except BotoCoreError as err:
         raise StorageError(f"{uri}: cannot reach S3 ({err}); check UNLEARNOPS_S3__ENDPOINT_URL") from err
 
@@ -143,17 +150,22 @@ def _explain(uri: str, code: str, detail: str) -> str:
 
 # ---------------------------------------------------------------- reads
 def exists(uri: str) -> bool:
+    """Whether a file or a folder (an S3 prefix holding objects) is stored under ``uri``."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         from botocore.exceptions import ClientError
 
         try:
-            s3_client().head_object(Bucket=bucket, Key=key)
-            return True
+            if key.rstrip("/"):
+                s3_client().head_object(Bucket=bucket, Key=key.rstrip("/"))
+                return True
         except ClientError as err:
-            if str(err.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
-                return False
-            raise StorageError(_explain(uri, str(err.response["Error"].get("Code")), str(err))) from err
+            if str(err.response.get("Error", {}).get("Code")) not in {"404", "NoSuchKey", "NotFound"}:
+                raise StorageError(_explain(uri, str(err.response["Error"].get("Code")), str(err))) from err
+        prefix = key.rstrip("/") + "/" if key.rstrip("/") else ""
+        with _s3_errors(uri):
+            page = s3_client().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        return bool(page.get("KeyCount") or page.get("Contents"))
     return local_path(uri).exists()
 
 
@@ -185,8 +197,14 @@ def iter_lines(uri: str) -> Iterator[str]:
         bucket, key = split_s3(uri)
         with _s3_errors(uri):
             body = s3_client().get_object(Bucket=bucket, Key=key)["Body"]
-            for raw in body.iter_lines(chunk_size=1 << 20):
-                yield raw.decode("utf-8")
+            # Split on "\n" only (a "\r\n" cut by a chunk boundary must not make an extra line).
+            pending = b""
+            for chunk in body.iter_chunks(1 << 20):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for raw in lines:
+                    yield raw.rstrip(b"\r").decode("utf-8")
+            if pending:
+                yield pending.rstrip(b"\r").decode("utf-8")
         return
     path = local_path(uri)
     if not path.is_file():
@@ -222,9 +240,16 @@ def sha256_of(uri: str) -> str:
     """SHA-256 hex digest of a stored file (streamed)."""
     digest = hashlib.sha256()
     if is_s3(uri):
-        digest.update(read_bytes(uri))
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            body = s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+            for chunk in body.iter_chunks(1 << 20):
+                digest.update(chunk)
     else:
-        with local_path(uri).open("rb") as handle:
+        path = local_path(uri)
+        if not path.is_file():
+            raise StorageError(f"{uri}: no such file")
+        with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
@@ -339,14 +364,22 @@ def upload_dir(local_dir: str | Path, uri: str) -> None:
                 rel = file.relative_to(src).as_posix()
                 client.upload_file(str(file), bucket, f"{tmp_key}/{rel}", Config=_transfer_config())
             delete_prefix(uri)
-            for file in files:
-                rel = file.relative_to(src).as_posix()
-                client.copy(
-                    {"Bucket": bucket, "Key": f"{tmp_key}/{rel}"}, bucket, f"{key}/{rel}",
-                    Config=_transfer_config(),
-                )
+            try:
+                for file in files:
+                    rel = file.relative_to(src).as_posix()
+                    client.copy(
+                        {"Bucket": bucket, "Key": f"{tmp_key}/{rel}"}, bucket, f"{key}/{rel}",
+                        Config=_transfer_config(),
+                    )
+            except BaseException:
+                # S3 has no rename: a copy that fails part-way is rolled back, so the final
+                # prefix never holds a partial folder.
+                with contextlib.suppress(Exception):
+                    delete_prefix(uri)
+                raise
         finally:
-            delete_prefix(f"s3://{bucket}/{tmp_key}")
+            with contextlib.suppress(Exception):
+                delete_prefix(f"s3://{bucket}/{tmp_key}")
 
 
 def download_dir(uri: str, local_dir: str | Path) -> Path:
@@ -382,9 +415,12 @@ def delete_prefix(uri: str) -> None:
     """Remove a folder/prefix and everything under it (no error if absent)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        key = key.rstrip("/") + "/"
         client = s3_client()
         with _s3_errors(uri):
+            if key.rstrip("/"):  # a single object under exactly this name, as for a local file
+                client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key.rstrip("/")}],
+                                                             "Quiet": True})
+            key = key.rstrip("/") + "/" if key.rstrip("/") else ""
             pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
             for page in pages:
                 objects = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
