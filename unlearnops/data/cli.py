@@ -1,1 +1,29 @@
-"""CLI commands of this part (registered on the apps in unlearnops.cli)."""
+"""``unlearnops benchmark generate``: write the fictitious-people benchmark corpus (docs/data.md)."""
+
+from __future__ import annotations
+
+import typer
+
+from ..cli import benchmark_app, fail
+from ..storage import StorageError
+
+
+@benchmark_app.command("generate")
+def generate(
+    out: str = typer.Option(..., "--out", help="corpus URI to write (path, file:// or s3://)"),
+    people: int = typer.Option(40, "--people", min=1, help="training people"),
+    holdout: int = typer.Option(10, "--holdout", min=0, help="holdout people (never in training shards)"),
+    seed: int = typer.Option(0, "--seed", help="random seed (same arguments → byte-identical files)"),
+    shards: int = typer.Option(4, "--shards", min=1, help="number of training shards"),
+) -> None:
+    """Generate the deterministic benchmark corpus: people, QA facts, biographies, sidecars."""
+    from .generate import generate_benchmark
+
+    try:
+        manifest = generate_benchmark(out, people=people, holdout=holdout, seed=seed, shards=shards)
+    except (ValueError, StorageError) as err:
+        raise fail(str(err)) from err
+    counts = manifest["counts"]
+    typer.echo(f"wrote {out}: {counts['train_records']} training records in {shards} shards "
+               f"({people} people + {counts['general_facts']} general facts), "
+               f"{counts['holdout_records']} holdout records ({holdout} people)")

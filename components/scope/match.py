@@ -1,0 +1,169 @@
+"""Which records a set of ForgetRequests points at, and a cheap byte-level prefilter.
+
+Matching rules (per request kind):
+
+- subject: ``record.subject_ids`` ∩ ``selectors.subject_ids``, or one of the subject's names in
+  ``question`` / ``answer`` / ``text`` (word boundaries, case-insensitive; one compiled alternation).
+- document: ``record.id`` in ``selectors.record_ids`` or :func:`content_sha256` in
+  ``selectors.content_sha256``.
+- pattern: any regex of ``selectors.patterns`` (as given) or keyword (word boundaries,
+  case-insensitive) in ``question`` / ``answer`` / ``text``.
+- examples: corpus records with the id or content hash of one of the examples.
+
+The prefilter finds candidate lines with ``bytes.find`` over whole blocks: quoted ids as they are
+written in JSON, and ASCII names/keywords in the ASCII-lowercased block. It is a superset of
+the matches, so only candidate lines are parsed. Regexes and content hashes need every line
+parsed (the prefilter switches off).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from unlearnops.types import ForgetRequest, RequestKind
+
+FIELDS = ("question", "answer", "text")
+
+
+def content_sha256(record: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a record's content: ``text``, else ``question + "\\n" + answer`` (UTF-8)."""
+    if record.get("text") is not None:
+        content = str(record["text"])
+    else:
+        content = f"{record.get('question', '')}\n{record.get('answer', '')}"
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def words_regex(words: Iterable[str]) -> re.Pattern[str] | None:
+    """One case-insensitive alternation matching any of ``words`` between word boundaries."""
+    alts = sorted({w.strip() for w in words if w.strip()}, key=lambda w: (-len(w), w))
+    if not alts:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in alts) + r")(?!\w)", re.IGNORECASE)
+
+
+def json_forms(value: str) -> list[bytes]:
+    """The ways a string can appear in a JSON line: ASCII-escaped and raw UTF-8 (quoted)."""
+    forms = {json.dumps(value).encode(), json.dumps(value, ensure_ascii=False).encode("utf-8")}
+    return sorted(forms)
+
+
+def _plain_ascii(word: str) -> bool:
+    return word.isascii() and word.isprintable() and '"' not in word and "\\" not in word
+
+
+@dataclass
+class Prefilter:
+    """Byte terms whose presence makes a line a candidate (``full`` = every line is one)."""
+
+    exact: list[bytes] = field(default_factory=list)
+    lower: list[bytes] = field(default_factory=list)
+    full: bool = False
+
+    def add_words(self, words: Iterable[str]) -> None:
+        for word in words:
+            if not _plain_ascii(word.strip()):
+                self.full = True
+            else:
+                self.lower.append(word.strip().lower().encode())
+
+    def add_strings(self, values: Iterable[str]) -> None:
+        for value in values:
+            self.exact.extend(json_forms(value))
+
+    def line_starts(self, block: bytes) -> Iterator[int]:
+        """Start offsets of the candidate lines of a block (sorted, unique)."""
+        if self.full:
+            raise RuntimeError("full prefilter: every line is a candidate")
+        starts: set[int] = set()
+        for hay, terms in ((block, self.exact), (block.lower() if self.lower else b"", self.lower)):
+            for term in terms:
+                pos = hay.find(term)
+                while pos >= 0:
+                    start = hay.rfind(b"\n", 0, pos) + 1
+                    starts.add(start)
+                    end = hay.find(b"\n", pos)
+                    pos = hay.find(term, end + 1) if end >= 0 else -1
+        return iter(sorted(starts))
+
+
+@dataclass
+class Matcher:
+    """Compiled selectors of several requests; :meth:`match` returns the matching request indexes."""
+
+    subject_ids: dict[str, list[int]] = field(default_factory=dict)
+    names: dict[str, list[int]] = field(default_factory=dict)
+    record_ids: dict[str, list[int]] = field(default_factory=dict)
+    hashes: dict[str, list[int]] = field(default_factory=dict)
+    patterns: list[tuple[re.Pattern[str], int]] = field(default_factory=list)
+    prefilter: Prefilter = field(default_factory=Prefilter)
+    name_rx: re.Pattern[str] | None = None
+
+    def match(self, record: Mapping[str, Any]) -> list[int]:
+        hits: set[int] = set()
+        for sid in record.get("subject_ids") or ():
+            hits.update(self.subject_ids.get(str(sid), ()))
+        hits.update(self.record_ids.get(str(record.get("id")), ()))
+        if self.hashes:
+            hits.update(self.hashes.get(content_sha256(record), ()))
+        texts = [str(record[f]) for f in FIELDS if record.get(f) is not None]
+        if self.name_rx is not None:
+            for text in texts:
+                for found in self.name_rx.finditer(text):
+                    hits.update(self.names.get(found.group(0).lower(), ()))
+        for rx, index in self.patterns:
+            if index not in hits and any(rx.search(t) for t in texts):
+                hits.add(index)
+        return sorted(hits)
+
+
+def _add(table: dict[str, list[int]], keys: Iterable[str], index: int) -> None:
+    for key in keys:
+        table.setdefault(key, [])
+        if index not in table[key]:
+            table[key].append(index)
+
+
+def build_matcher(requests: list[ForgetRequest], subject_names: Mapping[str, str],
+                  examples: Mapping[int, list[dict[str, Any]]]) -> Matcher:
+    """A Matcher for ``requests``; ``subject_names`` adds names of subject ids (people.jsonl)."""
+    from .shards import ScopeError
+
+    m = Matcher()
+    pre = m.prefilter
+    for index, req in enumerate(requests):
+        sel = req.selectors
+        if req.kind == RequestKind.subject:
+            _add(m.subject_ids, sel.subject_ids, index)
+            pre.add_strings(sel.subject_ids)
+            names = [*sel.names, *(subject_names[s] for s in sel.subject_ids if s in subject_names)]
+            _add(m.names, (n.strip().lower() for n in names if n.strip()), index)
+            pre.add_words(names)
+        elif req.kind == RequestKind.document:
+            _add(m.record_ids, sel.record_ids, index)
+            pre.add_strings(sel.record_ids)
+            _add(m.hashes, (h.lower() for h in sel.content_sha256), index)
+            pre.full = pre.full or bool(sel.content_sha256)
+        elif req.kind == RequestKind.pattern:
+            for pattern in sel.patterns:
+                try:
+                    m.patterns.append((re.compile(pattern), index))
+                except re.error as err:
+                    raise ScopeError(f"request {req.id}: invalid regex {pattern!r} ({err})") from err
+            pre.full = pre.full or bool(sel.patterns)
+            keyword_rx = words_regex(sel.keywords)
+            if keyword_rx is not None:
+                m.patterns.append((keyword_rx, index))
+                pre.add_words(sel.keywords)
+        else:
+            rows = examples.get(index, [])
+            _add(m.record_ids, (r["id"] for r in rows), index)
+            _add(m.hashes, (content_sha256(r) for r in rows), index)
+            pre.full = pre.full or bool(rows)
+    m.name_rx = words_regex(m.names)
+    return m

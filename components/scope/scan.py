@@ -1,0 +1,210 @@
+"""The per-shard work of scope resolution — the same functions run in-process and as Ray tasks.
+
+Pass 1 (:func:`scan_shard`): count lines and records, check every line is a JSON object
+(whole-block byte counts; a line-by-line look only where a block fails), and return the records
+that match a request. Pass 2 (:func:`collect_shard`): return the lines picked for the seeded
+sample, the out-of-scope general-knowledge facts, and the records that share an attribute value
+or a surname with the forget set (neighbor candidates). Both return small results only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .match import FIELDS, Matcher, Prefilter
+from .shards import ScopeError, Shard, iter_blocks, parse_record
+
+#: neighbor rule weights: a shared surname counts most, then employer / city / university.
+REASON_WEIGHTS = {"shared_surname": 3, "shared_employer": 2, "shared_birth_city": 2, "shared_university": 2}
+#: attributes whose shared values make a neighbor (values shared by chance, e.g. birth years, do not).
+NEIGHBOR_ATTRIBUTES = ("employer", "birth_city", "university")
+
+
+def hash_key(seed: int, rel: str, lineno: int) -> float:
+    """A uniform [0, 1) key fixed by (seed, shard, line): reproducible sampling without state."""
+    digest = hashlib.blake2b(f"{seed}:{rel}:{lineno}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+@dataclass
+class ShardScan:
+    """Pass 1 result of one shard."""
+
+    rel: str
+    lines: int = 0
+    records: int = 0
+    blank: list[int] = field(default_factory=list)
+    matches: list[tuple[int, dict[str, Any], list[int]]] = field(default_factory=list)
+
+
+def _lines_of(block: bytes) -> list[bytes]:
+    return block.split(b"\n")[:-1]
+
+
+def _structure_ok(block: bytes, lines: int) -> bool:
+    """Every line of the block starts with ``{`` and ends with ``}`` (two C-speed counts)."""
+    starts = block.count(b"\n{") + (1 if block[:1] == b"{" else 0)
+    return starts == lines and block.count(b"}\n") == lines
+
+
+def _check_lines(block: bytes, base: int, shard: Shard, scan: ShardScan) -> None:
+    """Slow path of the structural check: find blank lines and the first bad line."""
+    for offset, line in enumerate(_lines_of(block), start=1):
+        stripped = line.strip()
+        if not stripped:
+            scan.blank.append(base + offset)
+        elif not (stripped[:1] == b"{" and stripped[-1:] == b"}"):
+            parse_record(stripped, shard, base + offset)  # raises with the precise JSON error
+            raise ScopeError(f"shard {shard.uri} line {base + offset}: not a JSON object")
+
+
+def candidates(block: bytes, base: int, pre: Prefilter) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of the block's candidate lines."""
+    if pre.full:
+        for offset, line in enumerate(_lines_of(block), start=1):
+            if line.strip():
+                yield base + offset, line
+        return
+    counted, line_no = 0, base
+    for start in pre.line_starts(block):
+        line_no += block.count(b"\n", counted, start)
+        counted = start
+        end = block.find(b"\n", start)
+        yield line_no + 1, block[start:end]
+
+
+def scan_shard(shard: Shard, matcher: Matcher) -> ShardScan:
+    """Pass 1 over one shard: counts, structural check, and the matching records."""
+    scan = ShardScan(shard.rel)
+    for block in iter_blocks(shard):
+        lines = block.count(b"\n")
+        if not _structure_ok(block, lines):
+            _check_lines(block, scan.lines, shard, scan)
+        for lineno, line in candidates(block, scan.lines, matcher.prefilter):
+            record = parse_record(line, shard, lineno)
+            hits = matcher.match(record)
+            if hits:
+                scan.matches.append((lineno, record, hits))
+        scan.lines += lines
+    scan.records = scan.lines - len(scan.blank)
+    return scan
+
+
+def sample_lines(n_lines: int, m: int, rng: random.Random) -> dict[int, float]:
+    """Bottom-``m`` of ``n_lines`` i.i.d. uniform keys, drawn by geometric skips (Li 1994, Alg. L).
+
+    Equivalent to giving every line a uniform key and keeping the ``m`` smallest, but costs
+    O(m log(n/m)) draws: after the first ``m``, the gap to the next key below the current
+    threshold ``W`` is geometric with parameter ``W`` and that key is uniform on [0, W).
+    Returns line number (1-based) → key.
+    """
+    if m <= 0 or n_lines <= 0:
+        return {}
+    heap = [(-rng.random(), i) for i in range(min(m, n_lines))]
+    heapq.heapify(heap)
+    i = len(heap)
+    while i < n_lines:
+        threshold = -heap[0][0]
+        if threshold <= 0.0:
+            break
+        u = rng.random()
+        skip = 0 if threshold >= 1.0 else int(math.log(u if u > 0 else 1e-300) / math.log1p(-threshold))
+        i += skip
+        if i >= n_lines:
+            break
+        heapq.heapreplace(heap, (-rng.random() * threshold, i))
+        i += 1
+    return {index + 1: -neg for neg, index in heap}
+
+
+@dataclass
+class NeighborSpec:
+    """What makes an out-of-scope record a neighbor: shared (attribute, answer) or surname."""
+
+    attr_values: set[tuple[str, str]] = field(default_factory=set)
+    surname_rx: re.Pattern[str] | None = None
+    prefilter: Prefilter = field(default_factory=Prefilter)
+
+    def reasons(self, record: dict[str, Any]) -> list[str]:
+        out = []
+        attribute = record.get("attribute")
+        if attribute and (str(attribute), str(record.get("answer"))) in self.attr_values:
+            out.append(f"shared_{attribute}")
+        if self.surname_rx is not None and any(
+            self.surname_rx.search(str(record[f])) for f in ("question", "text") if record.get(f) is not None
+        ):
+            out.append("shared_surname")
+        return out
+
+
+def score(reasons: list[str]) -> int:
+    return sum(REASON_WEIGHTS.get(r, 1) for r in reasons)
+
+
+@dataclass
+class ShardCollect:
+    """Pass 2 result of one shard; each list holds (sort key, line, record) tuples."""
+
+    rel: str
+    sampled: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)
+    general: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)
+    neighbors: list[tuple[int, float, int, dict[str, Any], list[str]]] = field(default_factory=list)
+
+
+GENERAL_TERM = Prefilter(exact=[b'"general"'])
+
+
+def _keep_smallest(items: list[Any], k: int) -> list[Any]:
+    return sorted(items, key=lambda t: t[:3])[:k] if len(items) > k else items
+
+
+def collect_shard(shard: Shard, seed: int, sample: dict[int, float], exclude: frozenset[int],
+                  spec: NeighborSpec, neighbor_k: int, general_k: int) -> ShardCollect:
+    """Pass 2 over one shard: the sampled lines, general facts and neighbor candidates."""
+    out = ShardCollect(shard.rel)
+    wanted = sorted(n for n in sample if n not in exclude)
+    base, w = 0, 0
+    for block in iter_blocks(shard):
+        lines = block.count(b"\n")
+        if w < len(wanted) and wanted[w] <= base + lines:
+            split = _lines_of(block)
+            while w < len(wanted) and wanted[w] <= base + lines:
+                lineno = wanted[w]
+                line = split[lineno - base - 1]
+                if line.strip():
+                    out.sampled.append((sample[lineno], lineno, parse_record(line, shard, lineno)))
+                w += 1
+        for lineno, line in candidates(block, base, GENERAL_TERM):
+            if lineno in exclude:
+                continue
+            record = parse_record(line, shard, lineno)
+            if record.get("source") == "general":
+                out.general.append((hash_key(seed, shard.rel, lineno), lineno, record))
+        if len(out.general) > 8 * general_k:
+            out.general = _keep_smallest(out.general, general_k)
+        if neighbor_k > 0 and (spec.attr_values or spec.surname_rx is not None):
+            for lineno, line in candidates(block, base, spec.prefilter):
+                if lineno in exclude:
+                    continue
+                record = parse_record(line, shard, lineno)
+                reasons = spec.reasons(record)
+                if reasons:
+                    out.neighbors.append((-score(reasons), hash_key(seed, shard.rel, lineno), lineno,
+                                          record, reasons))
+            if len(out.neighbors) > 8 * neighbor_k:
+                out.neighbors = _keep_smallest(out.neighbors, neighbor_k)
+        base += lines
+    out.general = _keep_smallest(out.general, general_k)
+    out.neighbors = _keep_smallest(out.neighbors, neighbor_k)
+    return out
+
+
+def text_of(record: dict[str, Any]) -> str:
+    return " ".join(str(record[f]) for f in FIELDS if record.get(f) is not None)

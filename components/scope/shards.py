@@ -1,0 +1,163 @@
+"""Corpus shards read as blocks of whole lines (bytes), with bounded memory.
+
+A JSONL shard is read in blocks of about :data:`BLOCK_BYTES` that always end on a line break
+(local files and S3 objects alike, streamed); a Parquet shard is read batch by batch with pyarrow
+(from a local copy when on S3) and each row becomes one JSON line, so the scanners above see one
+format. Line numbers are 1-based physical lines (rows for Parquet).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unlearnops import storage
+
+BLOCK_BYTES = 4 << 20
+SHARD_SUFFIXES = (".jsonl", ".parquet")
+NOT_SHARDS = {"people.jsonl"}  # benchmark metadata at the corpus root, not training records
+
+
+class ScopeError(ValueError):
+    """Bad input to scope resolution: the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One corpus file: URI, name relative to the corpus, size and version tag."""
+
+    uri: str
+    rel: str
+    size: int
+    etag: str
+
+    @property
+    def fmt(self) -> str:
+        return "parquet" if self.uri.endswith(".parquet") else "jsonl"
+
+
+def list_shards(corpus_uri: str, sub: str = "") -> list[Shard]:
+    """The ``*.jsonl`` / ``*.parquet`` files directly under ``corpus_uri[/sub]`` (sorted)."""
+    base = storage.join(corpus_uri, sub) if sub else corpus_uri
+    try:
+        files = storage.list_files(base, SHARD_SUFFIXES)
+    except storage.StorageError as err:
+        raise ScopeError(f"cannot list corpus {base}: {err}") from err
+    root = base.rstrip("/") + "/"
+    if not storage.is_s3(base):
+        root = str(storage.local_path(base)).rstrip("/") + "/"
+    out = []
+    for info in files:
+        rel = info.uri[len(root):] if info.uri.startswith(root) else Path(info.uri).name
+        if "/" in rel or (not sub and rel in NOT_SHARDS):
+            continue
+        out.append(Shard(info.uri, f"{sub}/{rel}" if sub else rel, info.size, info.etag))
+    return out
+
+
+def _split_blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Re-cut byte chunks into blocks that end with a line break (the last may lack one: added)."""
+    rest = b""
+    for chunk in chunks:
+        data = rest + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            rest = data
+            continue
+        yield data[: cut + 1]
+        rest = data[cut + 1:]
+    if rest:
+        yield rest if rest.endswith(b"\n") else rest + b"\n"
+
+
+def _local_blocks(path: Path) -> Iterator[bytes]:
+    """A block and the rest of its last line: one copy per block, no re-cutting."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(BLOCK_BYTES):
+            if not chunk.endswith(b"\n"):
+                chunk += handle.readline()
+            yield chunk if chunk.endswith(b"\n") else chunk + b"\n"
+
+
+def _s3_chunks(uri: str) -> Iterator[bytes]:
+    bucket, key = storage.split_s3(uri)
+    body = storage.s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        yield from body.iter_chunks(BLOCK_BYTES)
+    finally:
+        body.close()
+
+
+def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Drop a Parquet row's null columns (schema padding), keeping a QA record's null attribute."""
+    keep_attribute = row.get("question") is not None
+    return {k: v for k, v in row.items() if v is not None or (k == "attribute" and keep_attribute)}
+
+
+def _parquet_blocks(path: Path) -> Iterator[bytes]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=8192):
+        rows = (json.dumps(_clean_row(r), sort_keys=True) for r in batch.to_pylist())
+        yield ("\n".join(rows) + "\n").encode("utf-8")
+
+
+def iter_blocks(shard: Shard) -> Iterator[bytes]:
+    """Blocks of whole lines of a shard; any read failure becomes a ScopeError naming it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        if shard.fmt == "parquet":
+            if storage.is_s3(shard.uri):
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = Path(tmp) / "shard.parquet"
+                    storage.download_file(shard.uri, local)
+                    yield from _parquet_blocks(local)
+            else:
+                yield from _parquet_blocks(storage.local_path(shard.uri))
+        elif storage.is_s3(shard.uri):
+            yield from _split_blocks(_s3_chunks(shard.uri))
+        else:
+            yield from _local_blocks(storage.local_path(shard.uri))
+    except ScopeError:
+        raise
+    except (OSError, storage.StorageError, ClientError, BotoCoreError) as err:
+        raise ScopeError(f"shard {shard.uri} is unreadable: {err}") from err
+    except Exception as err:  # pyarrow raises its own types for corrupt Parquet
+        if type(err).__module__.startswith("pyarrow"):
+            raise ScopeError(f"shard {shard.uri} is not valid Parquet: {err}") from err
+        raise
+
+
+def iter_lines(shard: Shard) -> Iterator[tuple[int, bytes]]:
+    """(line number, line without the break) for every line, blank ones included."""
+    lineno = 0
+    for block in iter_blocks(shard):
+        for line in block.split(b"\n")[:-1]:
+            lineno += 1
+            yield lineno, line
+
+
+REQUIRED = "a record needs a string 'id' and either 'question' + 'answer' or 'text'"
+
+
+def parse_record(line: bytes, shard: Shard, lineno: int) -> dict[str, Any]:
+    """One JSON record, checked; errors name the shard and line."""
+    try:
+        record = json.loads(line)
+    except UnicodeDecodeError as err:
+        raise ScopeError(f"shard {shard.uri} line {lineno}: not UTF-8 text ({err.reason})") from err
+    except ValueError as err:
+        msg = getattr(err, "msg", str(err))
+        raise ScopeError(f"shard {shard.uri} line {lineno}: invalid JSON ({msg}); fix or remove the line") \
+            from err
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str) or not (
+        ("question" in record and "answer" in record) or "text" in record
+    ):
+        raise ScopeError(f"shard {shard.uri} line {lineno}: {REQUIRED}")
+    return record
