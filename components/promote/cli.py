@@ -1,1 +1,86 @@
-"""CLI commands of this part (registered on the apps in unlearnops.cli)."""
+"""``unlearnops promote | rollback | models | serve``: move aliases, inspect versions, serve the champion."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from unlearnops.cli import EXIT_ERROR, app, fail
+
+
+@app.command("promote")
+def promote_cmd(
+    name: str = typer.Argument(..., help="registered model name"),
+    version: str = typer.Argument(..., help="version to make champion"),
+    target: str = typer.Option("local", "--target", help="local (the embedded server) or kserve"),
+    out: str | None = typer.Option(None, "--out", help="kserve: where to write the InferenceService YAML"),
+    canary: int | None = typer.Option(None, "--canary", help="kserve: canaryTrafficPercent"),
+    no_parent_check: bool = typer.Option(False, "--no-parent-check",
+                                         help="skip the compare-and-set on the parent version"),
+) -> None:
+    """Make VERSION the champion of NAME if the champion is still the version it was unlearned from."""
+    from .promote import PromotionConflict, PromotionError, promote
+
+    try:
+        ref = promote(name, version, target=target, out=out, canary_traffic_percent=canary,
+                      expect_parent=not no_parent_check)
+    except PromotionConflict as err:
+        raise fail(str(err), EXIT_ERROR) from err
+    except PromotionError as err:
+        raise fail(str(err), EXIT_ERROR) from err
+    typer.echo(f"{ref.name}: champion is version {ref.version}")
+    if target == "kserve":
+        where = out or "the registry folder (tag unlearnops.kserve_manifest)"
+        typer.echo(f"InferenceService written to {where}")
+
+
+@app.command("rollback")
+def rollback_cmd(name: str = typer.Argument(..., help="registered model name")) -> None:
+    """Move champion back to the previous version (it may still hold data that was unlearned since)."""
+    from .promote import PromotionError, rollback
+
+    try:
+        ref = rollback(name)
+    except PromotionError as err:
+        raise fail(str(err), EXIT_ERROR) from err
+    typer.echo(f"{ref.name}: champion rolled back to version {ref.version}")
+
+
+@app.command("models")
+def models_cmd(name: str = typer.Argument(..., help="registered model name")) -> None:
+    """List the versions of NAME with their aliases, gate results, parents and requests."""
+    from .promote import PromotionError, describe
+
+    try:
+        rows = describe(name)
+    except PromotionError as err:
+        raise fail(str(err), EXIT_ERROR) from err
+    table = Table(title=f"models:/{name}")
+    for col in ("version", "aliases", "gate", "parent", "method", "requests"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["version"], ", ".join(row["aliases"]), row["gate"], row["parent"], row["method"],
+                      ", ".join(row["requests"]))
+    Console().print(table)
+
+
+@app.command("serve")
+def serve_cmd(
+    name: str = typer.Argument(..., help="registered model name"),
+    alias: str = typer.Option("champion", "--alias"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+    poll_seconds: float = typer.Option(2.0, "--poll-seconds", help="how often to re-read the alias"),
+    webhook_secret: str | None = typer.Option(None, "--webhook-secret", envvar="UNLEARNOPS_WEBHOOK_SECRET",
+                                              help="accept MLflow alias webhooks signed with this secret"),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's)"),
+    max_batch: int = typer.Option(16, "--max-batch", help="most prompts joined into one generate batch"),
+) -> None:
+    """Serve models:/NAME@ALIAS over HTTP and follow the alias (polling, and MLflow webhooks)."""
+    from unlearnops.serving import run_server
+
+    if poll_seconds <= 0 or max_batch < 1:
+        raise fail("--poll-seconds must be > 0 and --max-batch >= 1")
+    run_server(name, alias, host=host, port=port, poll_seconds=poll_seconds, webhook_secret=webhook_secret,
+               threads=threads, max_batch=max_batch)

@@ -1,0 +1,313 @@
+"""Register a model version in MLflow with its lineage (pipeline step 4).
+
+One MLflow run per registration holds the params (method, hyper-parameters, seed, world size,
+library versions — from the model folder's ``training.json``), the metrics (every EvalReport
+number, per model role: ``candidate.forget.prob``, ``base.forget.prob``, ...), the artifacts
+(report.json/md, plots, the scope manifest — never the scope's records — and training.json) and
+the model as an MLflow pyfunc wrapping the Hugging Face folder (:class:`HFCausalLM`, explicit
+``pip_requirements``, a signature with the ``max_new_tokens`` param). The registered version
+carries the lineage tags of CONTRACTS.md, and a plain ``save_pretrained`` copy is exported to
+``<storage root>/registry/<name>/v<version>/`` (tag ``unlearnops.export_uri``) for serving runtimes.
+
+Idempotent: a fingerprint (SHA-256 over the weights' digests, the scope digest and the parent)
+is tagged on the version; registering the same candidate again returns that version (finishing
+the export if an earlier attempt stopped before it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import tempfile
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+
+from unlearnops import modelio, storage
+from unlearnops.settings import get_settings
+from unlearnops.types import ModelRef, ScopeManifest
+
+log = logging.getLogger(__name__)
+
+TAG = "unlearnops."
+PARENT_TAG, REQUESTS_TAG, SCOPE_TAG = f"{TAG}parent_version", f"{TAG}requests", f"{TAG}scope_sha256"
+METHOD_TAG, GATE_TAG, KFP_TAG = f"{TAG}method", f"{TAG}gate", f"{TAG}kfp_run_id"
+FINGERPRINT_TAG, RUN_TAG = f"{TAG}fingerprint", f"{TAG}run_id"
+EXPORT_TAG = modelio.EXPORT_TAG
+CHALLENGER = "challenger"
+GATES = ("passed", "failed")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_METRIC_BAD = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+class RegistrationError(ValueError):
+    """Bad input to registration (the message says what to fix)."""
+
+
+class HFCausalLM(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc over a Hugging Face causal-LM folder: prompts in, greedy continuations out."""
+
+    def load_context(self, context):  # noqa: ANN001 - MLflow's interface
+        path = Path(context.artifacts["hf_model"])
+        self.tokenizer = modelio.load_tokenizer(path)
+        self.tokenizer.padding_side = "left"
+        self.model = modelio.load_model(path).eval()
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's interface
+        from unlearnops.serving import generate_texts, prompt_from
+
+        if hasattr(model_input, "to_dict"):  # pandas DataFrame: one prompt per row
+            cols = list(model_input.columns)
+            key = "question" if "question" in cols else "prompt" if "prompt" in cols else cols[0]
+            items: list[Any] = [{"question": v} if key == "question" else str(v) for v in model_input[key]]
+        else:
+            items = model_input if isinstance(model_input, list) else [model_input]
+        max_new = int((params or {}).get("max_new_tokens", 32))
+        return generate_texts(self.model, self.tokenizer, [prompt_from(i) for i in items], max_new)
+
+
+# ------------------------------------------------------------------ helpers
+def _client(tracking_uri: str | None = None) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=tracking_uri or get_settings().tracking_uri)
+
+
+def weights_sha256(path: Path) -> str:
+    """One digest over every ``*.safetensors`` file (name + content digest, sorted)."""
+    digest = hashlib.sha256()
+    for file in sorted(path.glob("*.safetensors")):
+        digest.update(f"{file.name}:{storage.sha256_of(str(file))};".encode())
+    return digest.hexdigest()
+
+
+def fingerprint(weights: str, scope_sha: str | None, parent: str | None) -> str:
+    return hashlib.sha256(f"{weights}|{scope_sha or ''}|{parent or ''}".encode()).hexdigest()
+
+
+def _read_json_opt(uri: str | None) -> dict[str, Any] | None:
+    if not uri or not storage.exists(uri):
+        return None
+    data = storage.read_json(uri)
+    return data if isinstance(data, dict) else None
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), sub, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def report_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """Every finite number of an EvalReport dict, named ``<role>.<metric>`` (``candidate.forget.prob``)."""
+    metrics = report.get("metrics") or {}
+    flat = _flatten("", metrics, {}) if isinstance(metrics, dict) else {}
+    out: dict[str, float] = {}
+    for key, value in flat.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            continue
+        out[_METRIC_BAD.sub("_", key)[:250]] = float(value)
+    return out
+
+
+def report_gate(report: dict[str, Any] | None) -> str | None:
+    """``passed``/``failed`` from the report's verdict, if it has one."""
+    verdict = (report or {}).get("verdict")
+    if isinstance(verdict, dict) and isinstance(verdict.get("passed"), bool):
+        return "passed" if verdict["passed"] else "failed"
+    return None
+
+
+def training_params(training: dict[str, Any] | None) -> dict[str, str]:
+    """Run params from training.json: method, hyper-parameters, seed, world size, versions, inputs."""
+    if not training:
+        return {"kind": "base"}
+    keep = {k: training.get(k) for k in ("method", "seed", "world_size", "steps", "tokens", "base_model_uri",
+                                          "scope_uri", "stopped_early") if training.get(k) is not None}
+    flat = _flatten("", {**keep, "params": training.get("params") or {},
+                         "versions": training.get("versions") or {}}, {})
+    return {k[:250]: json.dumps(v) if isinstance(v, list | dict) else str(v)[:6000] for k, v in flat.items()}
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("unlearnops", "torch", "transformers", "tokenizers", "safetensors", "mlflow"):
+        try:
+            out[pkg] = pkg_version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements (MLflow's inference would pull torchvision and fail)."""
+    versions = library_versions()
+    reqs = [f"{pkg}=={v.split('+')[0]}" for pkg, v in versions.items() if pkg != "mlflow"]
+    return reqs or ["unlearnops", "torch", "transformers", "safetensors"]
+
+
+def signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("string")]),
+                          outputs=Schema([ColSpec("string")]),
+                          params=ParamSchema([ParamSpec("max_new_tokens", "long", 32)]))
+
+
+def _scope_sha(scope_uri: str | None, training: dict[str, Any] | None,
+               report: dict[str, Any] | None) -> str | None:
+    manifest = _read_json_opt(storage.join(scope_uri, "manifest.json")) if scope_uri else None
+    if scope_uri and manifest is None:
+        raise RegistrationError(f"{scope_uri}: no manifest.json (give the scope step's output folder)")
+    if manifest:
+        try:
+            return ScopeManifest.model_validate(manifest).sha256
+        except ValueError as err:
+            raise RegistrationError(f"{scope_uri}/manifest.json is not a scope manifest: {err}") from err
+    for doc in (training, report):
+        if doc and doc.get("scope_sha256"):
+            return str(doc["scope_sha256"])
+    return None
+
+
+def _default_parent(name: str, training: dict[str, Any] | None) -> str | None:
+    parent = (training or {}).get("parent")
+    if isinstance(parent, dict) and parent.get("version") and parent.get("name") in (None, name):
+        return str(parent["version"])
+    return None
+
+
+def find_version(client: mlflow.MlflowClient, name: str, fp: str) -> Any | None:
+    """The existing version of ``name`` with fingerprint ``fp`` (None if none or no such model)."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    for mv in versions:
+        if (mv.tags or {}).get(FINGERPRINT_TAG) == fp:
+            return mv
+    return None
+
+
+def export_copy(client: mlflow.MlflowClient, name: str, version: str, model_dir: Path) -> str:
+    """Copy the HF folder to ``<storage root>/registry/<name>/v<version>`` and tag its URI."""
+    uri = storage.join(get_settings().storage_root_uri, "registry", name, f"v{version}")
+    storage.upload_dir(model_dir, uri)
+    client.set_model_version_tag(name, version, EXPORT_TAG, uri)
+    return uri
+
+
+# ------------------------------------------------------------------ the step
+def register_model(model_uri: str, name: str, *, report_uri: str | None = None, scope_uri: str | None = None,
+                   parent_version: str | None = None, request_ids: list[str] | None = None,
+                   gate: str | None = None, kfp_run_id: str | None = None) -> ModelRef:
+    """Log, register and export ``model_uri`` as a version of ``name`` (see the module docstring).
+
+    ``parent_version`` defaults to training.json's parent (when it names the same registered
+    model); ``gate`` defaults to the report's verdict. Returns ``ModelRef(name, version)``.
+    """
+    if not _NAME.match(name):
+        raise RegistrationError(f"model name {name!r}: use letters, digits, '.', '_' or '-' (max 128)")
+    if gate is not None and gate not in GATES:
+        raise RegistrationError(f"gate {gate!r}: use one of {', '.join(GATES)}")
+    if parent_version is not None and not str(parent_version).isdigit():
+        raise RegistrationError(f"parent version {parent_version!r}: a registered version number such as 3")
+    requests = list(request_ids or [])
+    client = _client()
+    with modelio.LocalModel(model_uri) as model_dir:
+        training = _read_json_opt(str(model_dir / "training.json"))
+        report = _read_json_opt(storage.join(report_uri, "report.json")) if report_uri else None
+        if report_uri and report is None:
+            raise RegistrationError(f"{report_uri}: no report.json (give the evaluate step's output folder)")
+        parent = str(parent_version) if parent_version else _default_parent(name, training)
+        scope_sha = _scope_sha(scope_uri, training, report)
+        gate = gate or report_gate(report)
+        fp = fingerprint(weights_sha256(model_dir), scope_sha, parent)
+        existing = find_version(client, name, fp)
+        if existing is not None:
+            log.info("%s: already registered as version %s", model_uri, existing.version)
+            if not (existing.tags or {}).get(EXPORT_TAG):
+                export_copy(client, name, str(existing.version), model_dir)
+            return ModelRef(name=name, version=str(existing.version))
+        if parent is not None:
+            try:
+                client.get_model_version(name, parent)
+            except mlflow.exceptions.MlflowException as err:
+                raise RegistrationError(f"parent models:/{name}/{parent} is not registered: {err}") from err
+        tags = {PARENT_TAG: parent, REQUESTS_TAG: ",".join(requests), SCOPE_TAG: scope_sha,
+                METHOD_TAG: (training or {}).get("method") or ("base" if training is None else None),
+                GATE_TAG: gate, KFP_TAG: kfp_run_id, FINGERPRINT_TAG: fp}
+        tags = {k: str(v) for k, v in tags.items() if v not in (None, "")}
+        mv = _log_and_register(name, model_dir, training, report, report_uri, scope_uri, tags)
+        version = str(mv.version)
+        export_copy(client, name, version, model_dir)
+        if gate == "passed":
+            client.set_registered_model_alias(name, CHALLENGER, version)
+    return ModelRef(name=name, version=version)
+
+
+def _log_and_register(name: str, model_dir: Path, training: dict[str, Any] | None,
+                      report: dict[str, Any] | None, report_uri: str | None, scope_uri: str | None,
+                      tags: dict[str, str]) -> Any:
+    """One MLflow run: params, metrics, artifacts, the pyfunc model; then the registered version."""
+    mlflow.set_tracking_uri(get_settings().tracking_uri)
+    experiment_id = _experiment(f"unlearnops-{name}")
+    with mlflow.start_run(experiment_id=experiment_id,
+                          run_name=f"register-{name}-{tags[FINGERPRINT_TAG][:8]}") as run:
+        mlflow.log_params({**training_params(training),
+                           **{f"library.{k}": v for k, v in library_versions().items()}})
+        if report:
+            mlflow.log_metrics(report_metrics(report))
+        for key in ("steps", "tokens", "worker_seconds", "wall_seconds", "peak_memory_mb"):
+            value = (training or {}).get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                mlflow.log_metric(f"training.{key}", float(value))
+        mlflow.set_tags({k: v for k, v in tags.items() if k != FINGERPRINT_TAG})
+        _log_artifacts(model_dir, report_uri, scope_uri)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=HFCausalLM(), artifacts={"hf_model": str(model_dir)},
+            pip_requirements=pip_requirements(), signature=signature(),
+            input_example=None,
+        )
+        tags = {**tags, RUN_TAG: run.info.run_id}
+    return mlflow.register_model(info.model_uri, name, tags=tags)
+
+
+def _experiment(experiment: str) -> str:
+    """The experiment's id; created with artifacts under the unlearnops home for ``sqlite:`` registries
+    (MLflow's default would be ``./mlruns`` in the working directory)."""
+    settings = get_settings()
+    client = _client()
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if settings.tracking_uri.startswith("sqlite:"):
+        location = (settings.home / "mlartifacts").absolute().as_uri()
+    try:
+        return str(client.create_experiment(experiment, artifact_location=location))
+    except mlflow.exceptions.MlflowException:  # created concurrently
+        return str(client.get_experiment_by_name(experiment).experiment_id)
+
+
+def _log_artifacts(model_dir: Path, report_uri: str | None, scope_uri: str | None) -> None:
+    """report.json/md + plots, the scope manifest (no records: they hold personal data), training.json."""
+    if report_uri:
+        with storage.local_dir(report_uri) as folder:
+            mlflow.log_artifacts(str(folder), "report")
+    if scope_uri:
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / "manifest.json"
+            storage.download_file(storage.join(scope_uri, "manifest.json"), target)
+            mlflow.log_artifact(str(target), "scope")
+    if (model_dir / "training.json").is_file():
+        mlflow.log_artifact(str(model_dir / "training.json"), "training")

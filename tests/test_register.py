@@ -1,0 +1,147 @@
+"""Registration: lineage tags, run contents, export copy, idempotency (embedded registry, MLflow server)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from unlearnops.components.register import register as reg
+
+from unlearnops import modelio, storage
+from unlearnops.types import ScopeManifest, SetInfo
+
+
+def _report(folder: Path, passed: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps({
+        "metrics": {"candidate": {"forget.prob": 0.05, "utility.model_utility": 0.81, "note": "x"},
+                    "base": {"forget.prob": 0.97, "utility.model_utility": 0.83, "bad": float("nan")}},
+        "verdict": {"passed": passed, "gates": []}, "scope_sha256": "f" * 64}))
+    (folder / "report.md").write_text("# report\n")
+    (folder / "plots").mkdir(exist_ok=True)
+    (folder / "plots" / "curve.png").write_bytes(b"\x89PNG fake")
+    return folder
+
+
+def _scope(folder: Path) -> tuple[Path, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = ScopeManifest(request_ids=["r1"], selectors={}, source=[], corpus_uri="mem://", seed=0,
+                             sets={"forget": SetInfo(file="forget.jsonl", count=1, sha256="a" * 64)})
+    (folder / "manifest.json").write_text(manifest.model_dump_json())
+    (folder / "forget.jsonl").write_text('{"id": "secret"}\n')
+    return folder, manifest.sha256
+
+
+def _candidate(factory, tmp_path: Path, seed: int = 1, parent: str | None = "1", name: str = "m") -> Path:
+    model = factory(tmp_path / f"cand{seed}", seed)
+    (model / "training.json").write_text(json.dumps({
+        "method": "npo", "params": {"beta": 0.1, "lr": 3e-4}, "seed": 0, "world_size": 2, "steps": 5,
+        "tokens": 100, "wall_seconds": 1.5, "versions": {"torch": "2.13.0"},
+        "parent": {"name": name, "version": parent} if parent else None}))
+    return model
+
+
+def test_report_helpers() -> None:
+    report = {"metrics": {"candidate": {"forget.prob": 0.1, "x": None, "flag": True},
+                          "base": {"privacy": {"mia_auc": {"min_k": 0.9}}}},
+              "verdict": {"passed": False}}
+    assert reg.report_metrics(report) == {"candidate.forget.prob": 0.1, "base.privacy.mia_auc.min_k": 0.9}
+    assert reg.report_gate(report) == "failed" and reg.report_gate(None) is None
+    params = reg.training_params({"method": "npo", "params": {"beta": 0.1}, "versions": {"torch": "2"}})
+    assert params == {"method": "npo", "params.beta": "0.1", "versions.torch": "2"}
+    assert reg.fingerprint("w", "s", "1") != reg.fingerprint("w", "s", None)
+
+
+def test_register_embedded(mlflow_embedded: str, tiny_model_factory, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    base = tiny_model_factory(tmp_path / "base", 0)
+    ref = reg.register_model(str(base), "m")
+    assert ref.version == "1"
+    assert reg.register_model(str(base), "m").version == "1"  # idempotent
+    cand = _candidate(tiny_model_factory, tmp_path)
+    scope, scope_sha = _scope(tmp_path / "scope")
+    ref2 = reg.register_model(str(cand), "m", report_uri=str(_report(tmp_path / "report")),
+                              scope_uri=str(scope), request_ids=["r1", "r2"], kfp_run_id="kfp-1")
+    assert ref2.version == "2"
+    client = MlflowClient(tracking_uri=mlflow_embedded)
+    mv = client.get_model_version("m", "2")
+    tags = mv.tags
+    assert tags["unlearnops.parent_version"] == "1"  # from training.json
+    assert tags["unlearnops.requests"] == "r1,r2" and tags["unlearnops.method"] == "npo"
+    assert tags["unlearnops.scope_sha256"] == scope_sha and tags["unlearnops.gate"] == "passed"
+    assert tags["unlearnops.kfp_run_id"] == "kfp-1"
+    assert str(client.get_model_version_by_alias("m", "challenger").version) == "2"
+    export = tags[modelio.EXPORT_TAG]
+    assert export.endswith("registry/m/v2") and Path(export, "model.safetensors").is_file()
+    run = client.get_run(tags["unlearnops.run_id"])
+    assert run.data.params["method"] == "npo" and run.data.params["world_size"] == "2"
+    assert run.data.params["params.beta"] == "0.1" and "library.torch" in run.data.params
+    assert run.data.metrics["candidate.forget.prob"] == 0.05 and run.data.metrics["base.forget.prob"] == 0.97
+    assert "base.bad" not in run.data.metrics
+    arts = {a.path for folder in ("report", "scope", "training")
+            for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {"report/report.json", "report/report.md", "scope/manifest.json", "training/training.json"} <= arts
+    assert "scope/forget.jsonl" not in arts  # the scope's records hold personal data: never logged
+    assert reg.register_model(str(cand), "m", report_uri=str(tmp_path / "report"), scope_uri=str(scope),
+                              request_ids=["r1", "r2"]).version == "2"
+    # registry URIs resolve to the exported copy
+    assert modelio.resolve("models:/m/2").uri == export
+    assert modelio.resolve("models:/m@challenger").ref.version == "2"
+    with modelio.LocalModel("models:/m@challenger") as path:
+        assert (path / "config.json").is_file()
+    with pytest.raises(modelio.ModelError, match="not found"):
+        modelio.resolve("models:/m/9")
+
+
+def test_pyfunc_predicts(mlflow_embedded: str, tiny_model_factory, tmp_path: Path) -> None:
+    import mlflow.pyfunc
+
+    from unlearnops.serving import generate_texts
+
+    base = tiny_model_factory(tmp_path / "base", 0)
+    reg.register_model(str(base), "pf")
+    mlflow.set_tracking_uri(mlflow_embedded)
+    model = mlflow.pyfunc.load_model("models:/pf/1")
+    got = model.predict(["who is the cat", "what"], params={"max_new_tokens": 4})
+    direct = generate_texts(modelio.load_model(base), modelio.load_tokenizer(base),
+                            ["who is the cat", "what"], 4)
+    assert list(got) == direct
+
+
+def test_register_bad_input(mlflow_embedded: str, tiny_model_factory, tmp_path: Path) -> None:
+    base = tiny_model_factory(tmp_path / "base", 0)
+    with pytest.raises(reg.RegistrationError, match="model name"):
+        reg.register_model(str(base), "bad name'")
+    with pytest.raises(reg.RegistrationError, match="gate"):
+        reg.register_model(str(base), "m", gate="maybe")
+    with pytest.raises(reg.RegistrationError, match="not registered"):
+        reg.register_model(str(base), "m", parent_version="7")
+    with pytest.raises(reg.RegistrationError, match="report.json"):
+        reg.register_model(str(base), "m", report_uri=str(tmp_path / "nope"))
+    with pytest.raises(modelio.ModelError):
+        reg.register_model(str(tmp_path / "missing"), "m")
+
+
+def test_register_op_component(mlflow_embedded: str, tiny_model_factory, tmp_path: Path) -> None:
+    from unlearnops.components.register.component import register_op
+
+    base = tiny_model_factory(tmp_path / "base", 0)
+    version = register_op.python_func(model_uri=str(base), name="kfp", gate="passed", request_ids=["a"],
+                                      kfp_run_id="run-7")
+    assert version == "1"
+
+
+@pytest.mark.services
+def test_register_on_server(mlflow_env: str, tiny_model_factory, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    base = tiny_model_factory(tmp_path / "base", 0)
+    ref = reg.register_model(str(base), "srv")
+    mv = MlflowClient(tracking_uri=mlflow_env).get_model_version("srv", ref.version)
+    export = mv.tags[modelio.EXPORT_TAG]
+    assert export.startswith("s3://") and storage.exists(storage.join(export, "model.safetensors"))
+    assert reg.register_model(str(base), "srv").version == ref.version
+    with modelio.LocalModel(f"models:/srv/{ref.version}") as path:
+        assert reg.weights_sha256(path) == reg.weights_sha256(base)
