@@ -239,3 +239,32 @@ class Certificate(Doc):
 
 
 UnlearnResult.model_rebuild()
+
+
+# ------------------------------------------------------------------ evaluation report (evaluate step)
+class EvalReport(Doc):
+    """report.json of the evaluate step: flat dotted metrics per model, set sizes, the verdict.
+
+    ``candidate``/``base``/``reference`` map metric names such as ``forget.rouge_l`` or
+    ``privacy.mia_auc.min_k`` to values (None where a metric does not apply to that model).
+    """
+
+    model_uri: str
+    base_uri: str
+    reference_uri: str | None = None
+    scope_uri: str
+    scope_sha256: str
+    candidate: dict[str, float | None]
+    base: dict[str, float | None]
+    reference: dict[str, float | None] | None = None
+    counts: dict[str, int] = Field(default_factory=dict, description="examples per scored set")
+    notes: list[str] = Field(default_factory=list)
+    verdict: GateVerdict | None = None
+    plots: list[str] = Field(default_factory=list, description="plot files relative to the report folder")
+    seconds: dict[str, float] = Field(default_factory=dict)
+    device: str = "cpu"
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def value(self, metric: str, model: str = "candidate") -> float | None:
+        values = getattr(self, model) or {}
+        return values.get(metric)

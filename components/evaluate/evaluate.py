@@ -1,0 +1,217 @@
+"""The evaluate step: candidate + base (+ reference) model and a DataScope → EvalReport + verdict.
+
+Order of work: load the scope and the models; plan the shared passes of every metric (one
+teacher-forced pass per set × question variant and one greedy generation per set, per model) and
+run them with progress bars; compute the metrics from the cached passes; then the robustness
+re-runs (relearning, 4-bit rounding, prefixes) on transformed copies; gate; write
+``report.json``, ``report.md`` and ``plots/*.png`` under ``out_uri`` all at once.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unlearnops import modelio, storage
+from unlearnops.types import EvalReport, ScopeManifest
+
+from .gates import GatePolicy
+from .metrics import REGISTRY, EvalData, EvalOptions, ModelContext, plan, reported_metrics
+from .scoring import ModelScorer
+
+SCOPE_FILES = ("forget", "retain", "neighbor", "holdout", "paraphrase")
+
+
+class EvalInputError(ValueError):
+    """A bad input (scope, model) — the message says what is wrong and what to do."""
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ------------------------------------------------------------------ inputs
+def _read_jsonl(uri: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in storage.iter_lines(uri) if line.strip()]
+
+
+def load_scope(scope_uri: str, options: EvalOptions | None = None) -> tuple[EvalData, ScopeManifest]:
+    """Read a DataScope folder into the scored sets (retain split by source: person / general)."""
+    manifest_uri = storage.join(scope_uri, "manifest.json")
+    if not storage.exists(manifest_uri):
+        raise EvalInputError(f"{scope_uri}: no manifest.json — not a DataScope folder "
+                             "(write one with `unlearnops scope resolve`)")
+    manifest = ScopeManifest.model_validate(storage.read_json(manifest_uri))
+    raw: dict[str, list[dict[str, Any]]] = {}
+    for name in SCOPE_FILES:
+        uri = storage.join(scope_uri, f"{name}.jsonl")
+        raw[name] = _read_jsonl(uri) if storage.exists(uri) else []
+    if not raw["forget"]:
+        raise EvalInputError(f"{scope_uri}: the forget set is empty — nothing to evaluate")
+    data = EvalData(sets={
+        "forget": raw["forget"],
+        "paraphrase": raw["paraphrase"],
+        "retain_person": [r for r in raw["retain"] if r.get("source") != "general"],
+        "retain_general": [r for r in raw["retain"] if r.get("source") == "general"],
+        "neighbor": raw["neighbor"],
+        "holdout": raw["holdout"],
+    }, options=options or EvalOptions())
+    general_text = storage.join(scope_uri, "general_text.jsonl")
+    data.sets["general_text"] = _read_jsonl(general_text) if storage.exists(general_text) else []
+    data.meta["scope_manifest"] = manifest.model_dump(mode="json")
+    for name in ("forget", "holdout"):
+        if not data.qa(name) and data.sets[name]:
+            data.note(f"{name}: no QA records; QA metrics skipped, MIA uses its text records")
+    if any(r.get("kind") == "text" for r in raw["retain"]):
+        data.note("utility: retain text records (biographies) are not scored; QA records are")
+    return data, manifest
+
+
+# ------------------------------------------------------------------ progress
+@contextmanager
+def progress_bars(enabled: bool = True) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A rich progress display on stderr; yields ``start(label, total) -> advance(n)``."""
+    if not enabled:
+        yield lambda _label, _total: (lambda _n: None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bars:
+        def start(label: str, total: int) -> Callable[[int], None]:
+            task = bars.add_task(label, total=total)
+            return lambda n: bars.advance(task, n)
+
+        yield start
+
+
+# ------------------------------------------------------------------ models
+@dataclass
+class LoadedModel:
+    role: str
+    uri: str
+    path: Path
+    scorer: ModelScorer
+    training: dict[str, Any] | None
+
+
+def load_role(stack: ExitStack, role: str, uri: str, options: EvalOptions, device: str,
+              progress: Callable[[str, int], Callable[[int], None]]) -> LoadedModel:
+    try:
+        path = stack.enter_context(modelio.LocalModel(uri))
+    except (modelio.ModelError, storage.StorageError) as err:
+        raise EvalInputError(f"{role} model: {err}") from err
+    model = modelio.load_model(path, device)
+    tok = modelio.load_tokenizer(path)
+    training_file = path / "training.json"
+    training = json.loads(training_file.read_text()) if training_file.is_file() else None
+    scorer = ModelScorer(model, tok, device, options.batch_size, progress, role)
+    return LoadedModel(role, uri, path, scorer, training)
+
+
+def build_contexts(models: dict[str, LoadedModel], data: EvalData) -> dict[str, ModelContext]:
+    peers: dict[str, ModelContext] = {}
+    for role, m in models.items():
+        peers[role] = ModelContext(role, m.scorer, data, peers, m.training, m.path)
+    if "base" in models:
+        data.meta["base_path"] = models["base"].path
+    return peers
+
+
+def core_metrics() -> list[str]:
+    return [n for n in reported_metrics() if not REGISTRY[n].robustness]
+
+
+def robustness_metrics() -> list[str]:
+    return [n for n in reported_metrics() if REGISTRY[n].robustness]
+
+
+def run_passes(contexts: dict[str, ModelContext], names: list[str]) -> None:
+    """Run every shared pass the metrics ``names`` need, once per model."""
+    passes = plan(names)
+    for ctx in contexts.values():
+        for p in passes:
+            if ctx.data.sets.get(p.set):
+                ctx.run_pass(p)
+
+
+def compute(contexts: dict[str, ModelContext], names: list[str]) -> dict[str, dict[str, float | None]]:
+    """Metric values per role (reference metrics before the others: PrivLeak reads them)."""
+    order = sorted(contexts, key=lambda r: r != "reference")
+    out: dict[str, dict[str, float | None]] = {r: {} for r in contexts}
+    for role in order:
+        for name in names:
+            value = contexts[role].get(name)
+            out[role][name] = None if value is None else float(value)
+    return out
+
+
+# ------------------------------------------------------------------ the step
+def evaluate_model(model_uri: str, base_uri: str, scope_uri: str, out_uri: str, *,
+                   reference_uri: str | None = None, policy: GatePolicy | None = None,
+                   options: EvalOptions | None = None, device: str | None = None,
+                   show_progress: bool = True) -> EvalReport:
+    """Evaluate ``model_uri`` against ``base_uri`` (and ``reference_uri``) on the scope; write the
+    report folder to ``out_uri``; return the EvalReport (verdict included)."""
+    from .report import write_report
+
+    options = options or EvalOptions()
+    device = device or default_device()
+    policy = policy or GatePolicy.default()
+    torch.manual_seed(options.seed)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    data, manifest = load_scope(scope_uri, options)
+    roles = {"candidate": model_uri, "base": base_uri}
+    if reference_uri:
+        roles["reference"] = reference_uri
+    with ExitStack() as stack, progress_bars(show_progress) as bars:
+        models = {role: load_role(stack, role, uri, options, device, bars) for role, uri in roles.items()}
+        seconds["load"] = time.perf_counter() - t0
+        contexts = build_contexts(models, data)
+        t1 = time.perf_counter()
+        names = core_metrics()
+        run_passes(contexts, names)
+        values = compute(contexts, names)
+        seconds["metrics"] = time.perf_counter() - t1
+        skipped: dict[str, str] = {}
+        rob = robustness_metrics()
+        if options.robustness:
+            t2 = time.perf_counter()
+            for role, vals in compute(contexts, rob).items():
+                values[role].update(vals)
+            seconds["robustness"] = time.perf_counter() - t2
+        else:
+            skipped = {n: "robustness not run (--no-robustness)" for n in rob}
+            data.note("robustness re-runs were turned off")
+        ref_values = values.get("reference")
+        verdict = policy.evaluate(values["candidate"], values["base"], ref_values, skipped)
+        report = EvalReport(
+            model_uri=model_uri, base_uri=base_uri, reference_uri=reference_uri or None,
+            scope_uri=scope_uri, scope_sha256=manifest.sha256,
+            candidate=values["candidate"], base=values["base"], reference=ref_values,
+            counts={name: len(records) for name, records in data.sets.items() if records},
+            notes=list(data.notes), verdict=verdict, seconds=seconds, device=device,
+        )
+        if ref_values is not None:
+            report.counts["forget_quality_n_candidate"] = len(contexts["candidate"].get(
+                "forget.truth_ratio.values"))
+            report.counts["forget_quality_n_reference"] = len(contexts["reference"].get(
+                "forget.truth_ratio.values"))
+        t3 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="unlearnops-eval-") as tmp:
+            report = write_report(report, contexts, Path(tmp))
+            report.seconds["report"] = time.perf_counter() - t3
+            report.seconds["total"] = time.perf_counter() - t0
+            (Path(tmp) / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
+            storage.upload_dir(tmp, out_uri)
+    return report

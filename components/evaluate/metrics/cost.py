@@ -1,0 +1,136 @@
+"""Cost facet: what the unlearning run cost (its training.json) beside retraining from scratch.
+
+The retraining estimate, in order of preference:
+1. the benchmark's ``build.json`` next to the base model folder (measured seconds of building the
+   retain-only reference model — an actual retraining);
+2. otherwise a FLOPs ratio: training costs ≈ 6·params·tokens FLOPs for the same model, so
+   retraining seconds ≈ worker_seconds × retrain_tokens / unlearning_tokens, with
+   retrain_tokens = (training records of the corpus − forget records) × mean tokens per record
+   (measured on the retain set) × epochs (``EvalOptions.retrain_epochs``, default 60: the
+   benchmark recipe). The corpus record count comes from the corpus manifest named by the scope
+   manifest, else from the scope's retain set (a lower bound).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unlearnops import storage
+
+from . import ModelContext, metric
+
+
+def training_value(ctx: ModelContext, key: str) -> float | None:
+    t = ctx.training or {}
+    v = t.get(key)
+    return float(v) if isinstance(v, int | float) else None
+
+
+def _build_seconds(base_path: Any) -> float | None:
+    if base_path is None:
+        return None
+    file = Path(base_path).parent / "build.json"
+    if not file.is_file():
+        return None
+    try:
+        build = json.loads(file.read_text())
+    except ValueError:
+        return None
+    for role in ("reference", "base"):  # build-models: {"reference": {"seconds": ...}, ...}
+        part = build.get(role)
+        if isinstance(part, dict) and isinstance(part.get("seconds"), int | float):
+            return float(part["seconds"])
+    seconds = build.get("seconds")
+    if isinstance(seconds, dict):
+        for key in ("reference", "base"):
+            if isinstance(seconds.get(key), int | float):
+                return float(seconds[key])
+    if isinstance(seconds, int | float):
+        return float(seconds)
+    return None
+
+
+def flops_retrain_seconds(worker_seconds: float, tokens: float, retrain_tokens: float) -> float | None:
+    """Seconds to retrain by the 6·N·T FLOPs rule at the unlearning run's throughput."""
+    if tokens <= 0:
+        return None
+    return worker_seconds * retrain_tokens / tokens
+
+
+def _corpus_train_records(ctx: ModelContext) -> int | None:
+    manifest = ctx.data.meta.get("scope_manifest") or {}
+    corpus = manifest.get("corpus_uri")
+    if not corpus:
+        return None
+    try:
+        counts = storage.read_json(storage.join(corpus, "manifest.json")).get("counts", {})
+        return int(counts["train_records"])
+    except Exception:  # noqa: BLE001 - the corpus may be gone or user-made; fall back
+        return None
+
+
+def _retrain_tokens(ctx: ModelContext) -> float | None:
+    retain = ctx.tf("retain_person").lengths.tolist() + ctx.tf("retain_general").lengths.tolist()
+    if not retain:
+        return None
+    records = _corpus_train_records(ctx)
+    if records is None:
+        ctx.data.note("cost: corpus manifest unavailable; retraining estimate uses the scope's retain "
+                      "set size (a lower bound)")
+        records = sum(len(ctx.data.sets.get(s, [])) for s in ("retain_person", "retain_general"))
+    else:
+        records -= len(ctx.data.sets.get("forget", []))
+    return float(np.mean(retain)) * max(records, 0) * ctx.data.options.retrain_epochs
+
+
+@metric("cost.worker_seconds", roles=("candidate",), higher_is_better=False)
+def worker_seconds(ctx: ModelContext) -> float | None:
+    """Worker-seconds of the unlearning run (training.json)."""
+    return training_value(ctx, "worker_seconds")
+
+
+@metric("cost.wall_seconds", roles=("candidate",), higher_is_better=False)
+def wall_seconds(ctx: ModelContext) -> float | None:
+    """Wall-clock seconds of the unlearning run (training.json)."""
+    return training_value(ctx, "wall_seconds")
+
+
+@metric("cost.tokens", roles=("candidate",), higher_is_better=False)
+def tokens(ctx: ModelContext) -> float | None:
+    """Tokens processed by the unlearning run (training.json)."""
+    return training_value(ctx, "tokens")
+
+
+@metric("cost.steps", roles=("candidate",))
+def steps(ctx: ModelContext) -> float | None:
+    """Optimizer steps of the unlearning run (training.json)."""
+    return training_value(ctx, "steps")
+
+
+@metric("cost.retrain_seconds_est", roles=("candidate",))
+def retrain_seconds(ctx: ModelContext) -> float | None:
+    """Estimated seconds to retrain from scratch without the forget set (see module doc)."""
+    measured = _build_seconds(ctx.data.meta.get("base_path"))
+    if measured is not None:
+        ctx.data.note("cost: retraining estimate = measured reference build seconds (build.json)")
+        return measured
+    ws, tok = training_value(ctx, "worker_seconds"), training_value(ctx, "tokens")
+    if ws is None or tok is None:
+        return None
+    rt = _retrain_tokens(ctx)
+    if rt is None:
+        return None
+    ctx.data.note("cost: retraining estimate from the 6·params·tokens FLOPs ratio")
+    return flops_retrain_seconds(ws, tok, rt)
+
+
+@metric("cost.speedup_vs_retrain", depends=["cost.retrain_seconds_est", "cost.worker_seconds"],
+        roles=("candidate",), higher_is_better=True)
+def speedup(ctx: ModelContext) -> float | None:
+    """Estimated retraining seconds / unlearning worker-seconds."""
+    rt, ws = ctx.get("cost.retrain_seconds_est"), ctx.get("cost.worker_seconds")
+    return rt / ws if rt and ws else None
