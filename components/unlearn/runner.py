@@ -1,0 +1,239 @@
+"""``run_unlearning``: a DataScope + a base model → an unlearned model folder with ``training.json``.
+
+Runs the loop of :mod:`.loop` in a Ray Train V2 ``TorchTrainer`` (``ScalingConfig(num_workers,
+use_gpu)``; gloo on CPU, NCCL on GPU; ``compute.strategy="fsdp"`` shards with FSDP2), checkpointing
+every ``train.checkpoint_every`` steps under ``<storage root>/ray/<run name>`` and surviving
+``train.max_failures`` worker deaths by resuming from the last checkpoint. ``local=True`` runs the
+same loop in this process (world size 1, no Ray).
+
+Ray: attaches to ``settings.ray_address`` / ``RAY_ADDRESS`` or an already initialised Ray;
+otherwise starts a local one (dashboard on 127.0.0.1, temp dir under /tmp — Ray's socket paths
+must be short) and shuts down only what it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import platform
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from unlearnops import modelio, storage
+from unlearnops.settings import get_settings, runtime_env
+from unlearnops.types import ModelRef, ScopeManifest, UnlearnResult, UnlearnSpec
+
+from .loop import RUN_FILE, TrainConfig, method_params, train_local, train_worker
+from .methods import MethodError, get_method
+from .probes import check_stop_when
+
+TRAINING_FILE = "training.json"
+
+
+class UnlearnError(ValueError):
+    """Bad input to an unlearning run (the message says what is wrong and what to do)."""
+
+
+# ---------------------------------------------------------------- input checks
+def check_inputs(spec: UnlearnSpec, scope_uri: str, stop_when: Mapping[str, Any] | None
+                 ) -> tuple[Any, TrainConfig, ScopeManifest]:
+    """Validate method, parameters, train config, stop_when and the scope before any work starts."""
+    method = get_method(spec.method, method_params(spec.params))
+    try:
+        cfg = TrainConfig.model_validate(spec.params.get("train") or {})
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"train.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise MethodError(f"bad training parameter ({problems}); valid train.* keys: "
+                          f"{', '.join(TrainConfig.model_fields)}") from None
+    try:
+        check_stop_when(stop_when)
+    except ValueError as err:
+        raise UnlearnError(str(err)) from None
+    manifest_uri = storage.join(scope_uri, "manifest.json")
+    if not storage.exists(manifest_uri):
+        raise UnlearnError(f"{scope_uri}: no manifest.json — not a DataScope folder; "
+                           "create one with `unlearnops scope resolve`")
+    manifest = ScopeManifest.model_validate(storage.read_json(manifest_uri))
+    counts = {name: info.count for name, info in manifest.sets.items()}
+    if not counts.get("forget"):
+        raise UnlearnError(f"{scope_uri}: the forget set is empty — nothing to unlearn")
+    if method.uses_retain and not counts.get("retain"):
+        raise UnlearnError(f"method {spec.method!r} needs a retain set but {scope_uri} has an empty "
+                           "retain set: re-resolve the scope with retain_multiple > 0, or set alpha=0")
+    if spec.compute.workers > 1 and cfg.batch_size % (spec.compute.workers * cfg.grad_accum):
+        raise UnlearnError(f"train.batch_size={cfg.batch_size} must be a multiple of workers x grad_accum "
+                           f"= {spec.compute.workers * cfg.grad_accum}")
+    return method, cfg, manifest
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "ray", "peft", "tokenizers", "unlearnops"):
+        with contextlib.suppress(Exception):
+            out[pkg] = importlib.import_module(pkg).__version__
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version
+
+        out["unlearnops"] = version("unlearnops")
+    return out
+
+
+# ---------------------------------------------------------------- Ray
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _passthrough_env() -> dict[str, str]:
+    """UNLEARNOPS_* settings and S3 credentials the workers need (settings come from the environment)."""
+    keep = ("UNLEARNOPS_", "AWS_", "MLFLOW_")
+    return {k: v for k, v in os.environ.items() if k.startswith(keep)}
+
+
+def worker_env() -> dict[str, str]:
+    return {**runtime_env(), **_passthrough_env()}
+
+
+@contextlib.contextmanager
+def ray_session(num_cpus: int | None = None) -> Iterator[str]:
+    """Use a running / configured Ray, or start a local one for the duration and shut it down after."""
+    import ray
+
+    if ray.is_initialized():
+        yield "attached"
+        return
+    address = get_settings().ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": worker_env()}, log_to_driver=True)
+        try:
+            yield address
+        finally:
+            ray.shutdown()
+        return
+    temp = tempfile.mkdtemp(prefix="uo-ray-", dir="/tmp")
+    try:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=True,
+                 dashboard_host="127.0.0.1", dashboard_port=_free_port(), _temp_dir=temp,
+                 runtime_env={"env_vars": worker_env()}, log_to_driver=True)
+        try:
+            yield "local"
+        finally:
+            ray.shutdown()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def storage_location(run_name: str) -> tuple[str, Any]:
+    """(storage_path, pyarrow filesystem or None) of Ray Train's checkpoints: ``<root>/ray``."""
+    root = get_settings().storage_root_uri
+    if not storage.is_s3(root):
+        path = storage.local_path(storage.join(root, "ray")).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path), None
+    from pyarrow import fs
+
+    s3 = get_settings().s3
+    filesystem = fs.S3FileSystem(
+        access_key=s3.access_key_id,
+        secret_key=s3.secret_access_key.get_secret_value() if s3.secret_access_key else None,
+        region=s3.region, endpoint_override=s3.endpoint_url,
+        scheme="http" if (s3.endpoint_url or "").startswith("http://") else "https",
+    )
+    bucket, key = storage.split_s3(storage.join(root, "ray"))
+    return f"{bucket}/{key}", filesystem
+
+
+def run_ray(job: dict[str, Any], spec: UnlearnSpec, cfg: TrainConfig, run_name: str, dest: Path) -> None:
+    """Fit a TorchTrainer on ``job``; copy worker 0's final checkpoint (model + run.json) to ``dest``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    compute = spec.compute
+    resources: dict[str, float] = {"CPU": compute.cpus_per_worker}
+    if compute.use_gpu:
+        resources["GPU"] = 1
+    storage_path, filesystem = storage_location(run_name)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=job,
+        torch_config=TorchConfig(backend="nccl" if compute.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=compute.workers, use_gpu=compute.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run_name, storage_path=storage_path, storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
+            worker_runtime_env={"env_vars": worker_env()},
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray run {run_name} ended without a final checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        if not (Path(folder) / RUN_FILE).is_file():
+            raise RuntimeError(f"Ray run {run_name}: the last checkpoint is not the final model")
+        shutil.copytree(folder, dest)
+
+
+# ---------------------------------------------------------------- the step
+def run_unlearning(spec: UnlearnSpec, scope_uri: str, base_model_uri: str, out_uri: str, *,
+                   stop_when: Mapping[str, Any] | None = None, local: bool = False,
+                   run_name: str | None = None, hooks: Mapping[str, Any] | None = None) -> UnlearnResult:
+    """Unlearn the scope's forget set from the base model; write model + training.json to ``out_uri``.
+
+    ``spec.params`` holds the method's hyper-parameters and, under ``"train"``, a
+    :class:`~.loop.TrainConfig`. ``stop_when`` (e.g. ``{"forget_prob_max": 0.05,
+    "retain_prob_min_ratio": 0.9}``) stops at the first probe meeting it; otherwise the best probe
+    point meeting its retain side is kept. ``hooks`` is for tests (kill a worker once).
+    """
+    started = time.perf_counter()
+    _, cfg, manifest = check_inputs(spec, scope_uri, stop_when)
+    resolved = modelio.resolve(base_model_uri)
+    if not storage.is_s3(resolved.uri):
+        with modelio.LocalModel(resolved.uri) as path:
+            resolved_uri = str(path.absolute())
+    else:
+        resolved_uri = resolved.uri
+    name = run_name or f"unlearn-{spec.method}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    job: dict[str, Any] = {"spec": spec.model_dump(mode="json"), "scope_uri": scope_uri,
+                           "model_uri": resolved_uri, "stop_when": dict(stop_when or {}),
+                           "hooks": dict(hooks or {})}
+    with tempfile.TemporaryDirectory(prefix="unlearnops-out-") as tmp:
+        folder = Path(tmp) / "model"
+        if local:
+            folder.mkdir()
+            train_local({**job, "out_dir": str(folder)})
+        else:
+            with ray_session(max(spec.compute.workers * spec.compute.cpus_per_worker, os.cpu_count() or 1)):
+                run_ray(job, spec, cfg, name, folder)
+        meta = storage.read_json(str(folder / RUN_FILE))
+        (folder / RUN_FILE).unlink()
+        parent = resolved.ref.model_copy(update={"alias": None}) if resolved.ref else None
+        meta.update({
+            "run_name": name, "wall_seconds": round(time.perf_counter() - started, 3),
+            "versions": versions(), "parent": parent.model_dump() if parent else None,
+            "base_model_uri": base_model_uri, "resolved_base_uri": resolved.uri, "scope_uri": scope_uri,
+            "scope_sha256": manifest.sha256, "request_ids": manifest.request_ids, "backend":
+                "local" if local else "ray",
+        })
+        storage.write_json(str(folder / TRAINING_FILE), meta)
+        storage.upload_dir(folder, out_uri)
+    return UnlearnResult(
+        model_uri=out_uri, training_uri=storage.join(out_uri, TRAINING_FILE), method=spec.method,
+        steps=int(meta["steps"]), stopped_early=bool(meta["stopped_early"]),
+        worker_seconds=float(meta["worker_seconds"]), tokens=int(meta["tokens"]),
+        wall_seconds=float(meta["wall_seconds"]), parent=ModelRef(**parent.model_dump()) if parent else None,
+    )

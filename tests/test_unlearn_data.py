@@ -1,0 +1,140 @@
+"""Unit tests of the engine's data path: encoding views, the sharded sampler, batches, schedule, probes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from unlearnops.components.unlearn import probes
+from unlearnops.components.unlearn.benchmark_models import train_tokenizer
+from unlearnops.components.unlearn.data import (
+    RETAIN_HOLDOUT_MULTIPLE,
+    DataError,
+    ShardStream,
+    build_batch,
+    count_tokens,
+    prepare_data,
+    split_batch,
+)
+from unlearnops.components.unlearn.loop import TrainConfig, lr_factor, total_steps
+
+from unlearnops.textformat import IGNORE
+
+
+def qa(i: int, who: str = "p1") -> dict:
+    return {"id": f"{who}-{i}", "kind": "qa", "question": f"What is fact {i} of {who}?",
+            "answer": f"value {i}", "subject_ids": [who], "source": "person", "attribute": "x"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer([qa(i) for i in range(20)] + [{"id": "t", "kind": "text", "text": "A short bio."}],
+                           vocab_size=300)
+
+
+# ---------------------------------------------------------------- sampler
+@pytest.mark.parametrize("n,world", [(10, 1), (10, 2), (7, 2), (3, 4)])
+def test_shards_cover_the_examples_and_are_disjoint_when_possible(n: int, world: int) -> None:
+    shards = [ShardStream(n, rank=r, world=world, seed=3).shard for r in range(world)]
+    assert set().union(*map(set, shards)) == set(range(n))
+    if n >= world:
+        assert sum(len(s) for s in shards) == n
+
+
+def test_stream_is_seeded_and_resumes_from_its_position() -> None:
+    a, b = ShardStream(9, rank=1, world=2, seed=5), ShardStream(9, rank=1, world=2, seed=5)
+    first = a.take(7) + a.take(6)
+    assert first == b.take(13)
+    resumed = ShardStream(9, rank=1, world=2, seed=5)
+    resumed.position = 7
+    assert resumed.take(6) == first[7:]
+    assert ShardStream(9, rank=1, world=2, seed=6).take(13) != first
+    # each pass visits the whole shard once, in a fresh order
+    c = ShardStream(8, seed=1)
+    passes = [c.take(8) for _ in range(3)]
+    assert all(sorted(p) == list(range(8)) for p in passes) and passes[0] != passes[1]
+
+
+def test_empty_stream_and_batch_split() -> None:
+    assert ShardStream(0).take(4) == []
+    assert split_batch(32, 2, 2, "batch") == 8
+    with pytest.raises(DataError, match="multiple of workers x grad_accum = 3"):
+        split_batch(32, 3, 1, "train.batch_size")
+
+
+# ---------------------------------------------------------------- views and probes
+def test_prepare_data_encodes_views_and_holds_out_large_retain_probes(tokenizer) -> None:
+    forget = [qa(i) for i in range(6)]
+    retain = [qa(i, "p2") for i in range(RETAIN_HOLDOUT_MULTIPLE * 2)]
+    data = prepare_data({"forget": forget, "retain": retain}, tokenizer, views=("forget", "retain"),
+                        needs_retain=True, max_length=64, probe_size=2, seed=0)
+    assert data.n_forget == 6 and data.n_retain == len(retain) - 2
+    assert len(data.probe_forget) == 2 and len(data.probe_retain) == 2
+    ex = data.views["forget"][0]
+    assert ex.labels[0] == IGNORE and ex.labels[-1] == tokenizer.eos_token_id
+    # small retain sets stay whole
+    small = prepare_data({"forget": forget, "retain": retain[:5]}, tokenizer, views=("forget", "retain"),
+                         needs_retain=True, max_length=64, probe_size=2)
+    assert small.n_retain == 5 and len(small.probe_retain) == 2
+
+
+def test_forget_idk_view_is_aligned_with_forget(tokenizer) -> None:
+    def idk(record, index):
+        return {**record, "answer": "I don't know."}
+
+    data = prepare_data({"forget": [qa(i) for i in range(3)], "retain": []}, tokenizer,
+                        views=("forget", "forget_idk"), needs_retain=False, max_length=64, idk=idk)
+    assert len(data.views["forget_idk"]) == 3
+    assert data.views["forget_idk"][0].input_ids != data.views["forget"][0].input_ids
+
+
+def test_bad_data_is_refused_clearly(tokenizer) -> None:
+    with pytest.raises(DataError, match="retain set is empty"):
+        prepare_data({"forget": [qa(1)], "retain": []}, tokenizer, views=("forget", "retain"),
+                     needs_retain=True, max_length=64)
+    with pytest.raises(DataError, match="forget set is empty"):
+        prepare_data({"forget": [], "retain": [qa(1)]}, tokenizer, views=("forget",),
+                     needs_retain=False, max_length=64)
+    with pytest.raises(DataError, match=r"record p1-0: .*exceeds the model's context of 4"):
+        prepare_data({"forget": [qa(0)], "retain": []}, tokenizer, views=("forget",),
+                     needs_retain=False, max_length=4)
+
+
+def test_build_batch_collates_views_and_attaches_cached_rows(tokenizer) -> None:
+    data = prepare_data({"forget": [qa(i) for i in range(4)], "retain": [qa(i, "p2") for i in range(4)]},
+                        tokenizer, views=("forget", "retain"), needs_retain=True, max_length=64)
+    caches = {"forget": {i: {"ref_seq_logp": torch.tensor(-float(i)),
+                             "ragged": torch.ones(i + 1)} for i in range(4)}}
+    batch = build_batch(data, [2, 0], [1, 3], tokenizer.pad_token_id, caches)
+    assert set(batch) == {"forget", "retain"}
+    assert batch["forget"]["ref_seq_logp"].tolist() == [-2.0, 0.0]
+    assert batch["forget"]["ragged"].shape == (2, 3)
+    assert count_tokens(batch) == int(sum(v["attention_mask"].sum() for v in batch.values()))
+    assert "ref_seq_logp" not in batch["retain"]
+
+
+# ---------------------------------------------------------------- schedule and stop conditions
+def test_warmup_cosine_schedule_and_step_count() -> None:
+    cfg = TrainConfig(warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, 100, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, 100, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, 100, cfg) == pytest.approx(1.0)
+    assert lr_factor(100, 100, cfg) == pytest.approx(0.1)
+    assert lr_factor(55, 100, cfg) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert total_steps(TrainConfig(epochs=2, batch_size=8), 20) == math.ceil(40 / 8)
+    assert total_steps(TrainConfig(), 20) == 100
+
+
+def test_stop_when_conditions() -> None:
+    with pytest.raises(ValueError, match="valid: "):
+        probes.check_stop_when({"forget_prob": 0.1})
+    cond = probes.check_stop_when({"forget_prob_max": 0.1, "retain_prob_min_ratio": 0.9, "min_steps": 5})
+    base = {"forget_prob": 0.9, "retain_prob": 0.8}
+    good = {"forget_prob": 0.05, "retain_prob": 0.75}
+    assert probes.should_stop(good, base, cond, step=5)
+    assert not probes.should_stop(good, base, cond, step=4)
+    assert not probes.should_stop({"forget_prob": 0.05, "retain_prob": 0.7}, base, cond, step=9)
+    assert probes.better(good, None, base, cond)
+    assert not probes.better({"forget_prob": 0.2, "retain_prob": 0.8}, good, base, cond)
+    assert not probes.should_stop(good, base, {}, step=50)
