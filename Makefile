@@ -33,7 +33,10 @@ test-fast: install ## run the tests not marked slow
 lint: install ## ruff check
 	$(BIN)/ruff check unlearnops components pipelines tests benchmarks
 
+demo: install ## the main job end to end: data, tiny models, champion, erasure request, local pipeline, gates, promotion, serving before/after (state in .unlearnops/demo)
+	$(BIN)/python -m unlearnops.pipelines.demo
+
 bench: install ## run the benchmarks; JSON under benchmarks/results/, summary in BENCHMARKS.md
 	$(BIN)/python -m benchmarks.run_all $(BENCH)
 
-.PHONY: help install test test-fast lint bench
+.PHONY: help install test test-fast lint bench demo

@@ -1,1 +1,270 @@
-"""CLI commands of this part (registered on the apps in unlearnops.cli)."""
+"""CLI commands of the pipelines: ``unlearnops run | compile | submit | schedule``.
+
+``run`` runs ``unlearn_on_request`` locally (kfp.local) and exits 0 on promotion (or when the
+requests were already unlearned), 3 when the gates failed (champion unchanged), 1 on error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from unlearnops.cli import EXIT_ERROR, app, fail
+
+console = Console(stderr=True)
+DEFAULT_MODEL = "unlearnops-model"
+
+
+# ---------------------------------------------------------------- shared option parsing
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``k=v`` pairs → dict; values parse as JSON when they can (``lr=3e-4`` → float)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise fail(f"--param {item!r}: expected KEY=VALUE, e.g. --param beta=0.1")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def read_policy(path: Path | None) -> str:
+    if path is None:
+        return ""
+    if not path.is_file():
+        raise fail(f"--policy {path}: no such file; pass a gate policy YAML file")
+    text = path.read_text()
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise fail(f"--policy {path}: not valid YAML ({err})") from err
+    return text
+
+
+def compile_options(options_file: Path | None, image: str | None, gpu: bool | None,
+                    node_selector: list[str] | None, toleration: list[str] | None) -> Any:
+    """CompileOptions from an optional YAML file plus command-line overrides."""
+    from pydantic import ValidationError
+
+    from .options import CompileOptions, Toleration
+
+    data: dict[str, Any] = {}
+    if options_file is not None:
+        if not options_file.is_file():
+            raise fail(f"--options {options_file}: no such file")
+        data = yaml.safe_load(options_file.read_text()) or {}
+    if image:
+        data["image"] = image
+    if gpu is not None:
+        data["gpu"] = gpu
+    if node_selector:
+        data["node_selector"] = dict(_pair(s, "--node-selector") for s in node_selector)
+    if toleration:
+        data["tolerations"] = [_toleration(t) for t in toleration]
+    try:
+        opts = CompileOptions(**data)
+    except ValidationError as err:
+        raise fail(f"invalid compile options: {err}") from err
+    assert all(isinstance(t, Toleration) for t in opts.tolerations)
+    return opts
+
+
+def _pair(item: str, flag: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise fail(f"{flag} {item!r}: expected KEY=VALUE")
+    return key, value
+
+
+def _toleration(item: str) -> dict[str, Any]:
+    """``KEY[=VALUE][:EFFECT]`` → a toleration (operator Equal with a value, else Exists)."""
+    body, _, effect = item.partition(":")
+    key, sep, value = body.partition("=")
+    tol: dict[str, Any] = {"key": key or None, "operator": "Equal" if sep else "Exists"}
+    if sep:
+        tol["value"] = value
+    if effect:
+        tol["effect"] = effect
+    return tol
+
+
+# ---------------------------------------------------------------- output
+def gate_table(report: dict[str, Any]) -> Table:
+    from .local_runner import gate_rows
+
+    table = Table(title="Gates", title_justify="left")
+    for col in ("gate", "value", "threshold", "result"):
+        table.add_column(col, no_wrap=col != "threshold")
+    for g in gate_rows(report):
+        value = g.get("value")
+        shown = "-" if value is None else (f"{value:.4g}" if isinstance(value, int | float) else str(value))
+        result = "[green]pass[/]" if g.get("passed") else "[red]FAIL[/]"
+        table.add_row(str(g.get("gate", "")), shown, str(g.get("threshold", "")), result)
+    return table
+
+
+def steps_table(run: Any) -> Table:
+    table = Table(title=f"Steps (wall {run.wall_seconds:.1f}s)", title_justify="left")
+    table.add_column("step")
+    table.add_column("seconds", justify="right")
+    table.add_column("status")
+    for step in run.steps:
+        table.add_row(step.name, f"{step.seconds:.1f}", step.status)
+    return table
+
+
+# ---------------------------------------------------------------- commands
+@app.command("run")
+def run_cmd(
+    request: list[str] = typer.Option(..., "--request", "-r", help="forget request id (repeat for several)"),
+    corpus: str | None = typer.Option(None, help="corpus URI (default: STORAGE_ROOT/corpus)"),
+    model_name: str = typer.Option(DEFAULT_MODEL, help="registered model whose champion is unlearned"),
+    method: str = typer.Option("npo", help="unlearning method"),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="method parameter KEY=VALUE"),
+    policy: Path | None = typer.Option(None, help="gate policy YAML file (default: the built-in policy)"),
+    workers: int = typer.Option(1, min=1, help="Ray Train workers"),
+    use_gpu: bool = typer.Option(False, "--gpu/--no-gpu", help="train on GPUs"),
+    reference: str = typer.Option("", help="retain-only reference model URI (forget quality)"),
+    target: str = typer.Option("local", help="promotion target (local or kserve)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show kfp.local's full logs"),
+) -> None:
+    """Run the unlearning pipeline locally for REQUEST(s): scope, unlearn, evaluate, gate, promote."""
+    from unlearnops import storage
+    from unlearnops.ledger import Ledger, RequestNotFound
+    from unlearnops.settings import get_settings
+
+    from .local_runner import run_local
+
+    corpus_uri = corpus or storage.join(get_settings().storage_root_uri, "corpus")
+    if not storage.list_files(corpus_uri, suffixes=(".jsonl", ".parquet")):
+        raise fail(f"no corpus at {corpus_uri}; pass --corpus URI (e.g. the output of "
+                   "`unlearnops benchmark generate`)")
+    with Ledger() as ledger:
+        for rid in request:
+            try:
+                ledger.get(rid)
+            except RequestNotFound as err:
+                raise fail(f"{err}; file it first with `unlearnops request file FILE`") from err
+    params = parse_params(param)
+    policy_yaml = read_policy(policy)
+    console.print(f"[bold]unlearn_on_request[/] {', '.join(request)} · {method} · model {model_name}")
+    try:
+        run = run_local(list(request), corpus_uri=corpus_uri, model_name=model_name, method=method,
+                        method_params=params, policy_yaml=policy_yaml, workers=workers, use_gpu=use_gpu,
+                        reference_uri=reference, promote_target=target, verbose=verbose)
+    except Exception as err:  # noqa: BLE001 - any crash of the runner itself is an error exit
+        raise fail(f"local run failed: {err}", EXIT_ERROR) from err
+    if run.report is not None:
+        console.print(gate_table(run.report))
+    console.print(steps_table(run))
+    style = {0: "green", 3: "yellow"}.get(run.exit_code, "red")
+    console.print(f"[bold {style}]{run.outcome}[/]: {run.message}")
+    console.print(f"outputs: {run.run_root}  ·  log: {run.log_file}")
+    raise typer.Exit(run.exit_code)
+
+
+@app.command("compile")
+def compile_cmd(
+    out: Path = typer.Option(None, help="output folder (default: the package's pipelines/compiled)"),
+    options: Path | None = typer.Option(None, help="CompileOptions YAML (image, gpu, tolerations, secrets…)"),
+    image: str | None = typer.Option(None, help="container image of every task"),
+    gpu: bool | None = typer.Option(None, "--gpu/--no-gpu", help="the unlearn task asks for a GPU"),
+    node_selector: list[str] | None = typer.Option(None, help="KEY=VALUE node selector of the unlearn task"),
+    toleration: list[str] | None = typer.Option(
+        None, help="KEY[=VALUE][:EFFECT] toleration of the unlearn task"),
+) -> None:
+    """Compile the pipelines to KFP YAML."""
+    from .compile import COMPILED_DIR, compile_all
+
+    opts = compile_options(options, image, gpu, node_selector, toleration)
+    for file in compile_all(out or COMPILED_DIR, opts):
+        typer.echo(str(file))
+
+
+def _pipeline_params(corpus: str, model_name: str, method: str, param: list[str] | None,
+                     policy: Path | None, workers: int, use_gpu: bool, reference: str, run_root: str,
+                     target: str) -> dict[str, Any]:
+    return {"corpus_uri": corpus, "model_name": model_name, "method": method,
+            "method_params": parse_params(param), "policy_yaml": read_policy(policy), "workers": workers,
+            "use_gpu": use_gpu, "reference_uri": reference, "run_root": run_root, "promote_target": target}
+
+
+@app.command("submit")
+def submit_cmd(
+    host: str = typer.Option(..., help="KFP API URL, e.g. http://localhost:8888"),
+    request: list[str] = typer.Option(..., "--request", "-r", help="forget request id (repeat)"),
+    corpus: str = typer.Option(..., help="corpus URI the cluster can read (s3://…)"),
+    model_name: str = typer.Option(DEFAULT_MODEL),
+    method: str = typer.Option("npo"),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="method parameter KEY=VALUE"),
+    policy: Path | None = typer.Option(None, help="gate policy YAML file"),
+    workers: int = typer.Option(1, min=1),
+    use_gpu: bool = typer.Option(False, "--use-gpu/--no-use-gpu", help="train on GPUs"),
+    reference: str = typer.Option(""),
+    run_root: str = typer.Option("", help="URI under which runs write (default: the storage root)"),
+    target: str = typer.Option("kserve", help="promotion target"),
+    experiment: str = typer.Option("unlearnops"),
+    token: str | None = typer.Option(None, envvar="KFP_TOKEN", help="bearer token for the KFP API"),
+    options: Path | None = typer.Option(None, help="CompileOptions YAML"),
+    image: str | None = typer.Option(None, help="container image of every task"),
+) -> None:
+    """Upload the pipeline as a new version and start a run on a Kubeflow Pipelines cluster."""
+    from .remote import RemoteError, submit
+
+    params = {"request_ids": list(request), **_pipeline_params(
+        corpus, model_name, method, param, policy, workers, use_gpu, reference, run_root, target)}
+    try:
+        out = submit(host, params, options=compile_options(options, image, None, None, None),
+                     experiment=experiment, token=token)
+    except (RemoteError, Exception) as err:  # noqa: BLE001 - ApiException and friends
+        raise fail(f"submit failed: {_short(err)}", EXIT_ERROR) from err
+    typer.echo(json.dumps(out.as_dict(), indent=2))
+
+
+@app.command("schedule")
+def schedule_cmd(
+    host: str = typer.Option(..., help="KFP API URL"),
+    cron: str = typer.Option("0 0 2 * * *", help="6-field cron (seconds first)"),
+    corpus: str = typer.Option(..., help="corpus URI the cluster can read"),
+    name: str = typer.Option("compliance-batch-nightly", help="recurring run name"),
+    model_name: str = typer.Option(DEFAULT_MODEL),
+    method: str = typer.Option("npo"),
+    param: list[str] | None = typer.Option(None, "--param", "-p"),
+    policy: Path | None = typer.Option(None),
+    workers: int = typer.Option(1, min=1),
+    use_gpu: bool = typer.Option(False, "--use-gpu/--no-use-gpu"),
+    reference: str = typer.Option(""),
+    run_root: str = typer.Option(""),
+    target: str = typer.Option("kserve"),
+    experiment: str = typer.Option("unlearnops"),
+    token: str | None = typer.Option(None, envvar="KFP_TOKEN"),
+    options: Path | None = typer.Option(None, help="CompileOptions YAML"),
+    image: str | None = typer.Option(None),
+) -> None:
+    """Create a recurring run of compliance_batch (one at a time, no catch-up)."""
+    from .remote import RemoteError, schedule
+
+    params = _pipeline_params(corpus, model_name, method, param, policy, workers, use_gpu, reference,
+                              run_root, target)
+    try:
+        out = schedule(host, params, cron=cron, options=compile_options(options, image, None, None, None),
+                       experiment=experiment, name=name, token=token)
+    except RemoteError as err:
+        raise fail(str(err)) from err
+    except Exception as err:  # noqa: BLE001
+        raise fail(f"schedule failed: {_short(err)}", EXIT_ERROR) from err
+    typer.echo(json.dumps(out.as_dict(), indent=2))
+
+
+def _short(err: BaseException) -> str:
+    body = getattr(err, "body", None)
+    status = getattr(err, "status", None)
+    return f"HTTP {status}: {body}" if status else str(err)

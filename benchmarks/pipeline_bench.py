@@ -1,0 +1,193 @@
+"""Pipeline overhead: wall time of ``unlearnops run`` minus the time inside the steps' own work.
+
+Workload: the demo's (tiny benchmark model, an erasure request for two people, NPO 40 steps,
+the demo gate policy, one worker). Measured in the same run on the same machine:
+
+- ``pipeline``: wall time of the ``unlearnops run`` command (a fresh process: CLI start, kfp.local
+  orchestration, one subprocess per task, ledger updates, the steps themselves);
+- ``steps``: the same five steps called directly in one process, each timed (resolve_scope,
+  run_unlearning, evaluate_model, register_model, promote) — the steps' own work.
+
+Overhead = pipeline − steps; target ≤ 20% of the pipeline's wall time. ``PIPELINE_BENCH_REPEATS``
+(default 1) repeats both and reports medians.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TARGET_SHARE = 0.20
+METHOD = "npo"
+
+
+def _setup(home: Path) -> dict[str, Any]:
+    from unlearnops.pipelines import demo
+
+    demo.use_home(home)
+    ctx = demo.prepare(home)
+    return ctx
+
+
+def _file(request_id: str, ids: list[str]) -> None:
+    from unlearnops.data.generate import subject_request
+    from unlearnops.ledger import Ledger
+
+    with Ledger() as ledger:
+        ledger.file(subject_request(ids, request_id=request_id, requester="benchmark"))
+
+
+def run_pipeline_cli(request_id: str, corpus: str, reference: str) -> tuple[float, int]:
+    """Wall seconds and exit code of ``unlearnops run`` (a fresh process, as a user runs it)."""
+    import json
+
+    from unlearnops.pipelines.demo import DEMO_PARAMS, MODEL_NAME, POLICY_FILE
+
+    cmd = [sys.executable, "-c", "from unlearnops.cli import main; main()", "run", "--request", request_id,
+           "--corpus", corpus, "--model-name", MODEL_NAME, "--method", METHOD, "--reference", reference,
+           "--policy", str(POLICY_FILE)]
+    for key, value in DEMO_PARAMS.items():
+        cmd += ["--param", f"{key}={json.dumps(value)}"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"unlearnops run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return wall, proc.returncode
+
+
+def run_steps_direct(request_id: str, corpus: str, reference: str, base_version: str,
+                     out_root: str) -> dict[str, float]:
+    """The pipeline's steps called in-process (what the components call), each timed."""
+    from unlearnops.components.evaluate.evaluate import evaluate_model
+    from unlearnops.components.evaluate.gates import GatePolicy
+    from unlearnops.components.evaluate.metrics import EvalOptions
+    from unlearnops.components.promote.promote import promote
+    from unlearnops.components.register.register import register_model
+    from unlearnops.components.scope.resolve import resolve_scope
+    from unlearnops.components.unlearn.runner import run_unlearning
+    from unlearnops.pipelines.demo import DEMO_PARAMS, MODEL_NAME, POLICY_FILE
+
+    from unlearnops import storage
+    from unlearnops.ledger import Ledger
+    from unlearnops.types import ComputeSpec, UnlearnSpec
+
+    times: dict[str, float] = {}
+    scope, model, report = (storage.join(out_root, p) for p in ("scope", "model", "eval"))
+    base = f"models:/{MODEL_NAME}/{base_version}"
+    t = time.perf_counter()
+    with Ledger() as ledger:
+        reqs = [ledger.get(request_id)]
+    resolve_scope(reqs, corpus, scope)
+    times["resolve_scope"] = time.perf_counter() - t
+    t = time.perf_counter()
+    spec = UnlearnSpec(method=METHOD, params=DEMO_PARAMS, compute=ComputeSpec(workers=1))
+    run_unlearning(spec, scope, base, model)
+    times["unlearn"] = time.perf_counter() - t
+    t = time.perf_counter()
+    policy = GatePolicy.from_yaml(POLICY_FILE.read_text(), str(POLICY_FILE))
+    rep = evaluate_model(model, base, scope, report, reference_uri=reference, policy=policy,
+                         options=EvalOptions(robustness=True), show_progress=False)
+    times["evaluate"] = time.perf_counter() - t
+    passed = bool(rep.verdict and rep.verdict.passed)
+    t = time.perf_counter()
+    ref = register_model(model, MODEL_NAME, report_uri=report, scope_uri=scope,
+                         request_ids=[request_id], gate="passed" if passed else "failed")
+    times["register"] = time.perf_counter() - t
+    if passed:
+        t = time.perf_counter()
+        promote(MODEL_NAME, str(ref.version), expect_parent=False)
+        times["promote"] = time.perf_counter() - t
+    return times
+
+
+def run() -> dict[str, Any]:
+    repeats = int(os.environ.get("PIPELINE_BENCH_REPEATS", "1"))
+    with tempfile.TemporaryDirectory(prefix="unlearnops-pipeline-bench-") as tmp:
+        home = Path(tmp) / "home"
+        ctx = _setup(home)
+        from mlflow import MlflowClient
+        from unlearnops.pipelines.demo import MODEL_NAME, REQUEST_ID
+
+        from unlearnops.settings import get_settings
+
+        base_version = str(MlflowClient(get_settings().tracking_uri)
+                           .get_model_version_by_alias(MODEL_NAME, "champion").version)
+        subjects = _subjects(REQUEST_ID)
+        walls, steps_sums, step_runs, codes = [], [], [], []
+        for i in range(repeats):
+            rid_p, rid_d = f"bench-pipeline-{i}", f"bench-direct-{i}"
+            _file(rid_p, subjects)
+            _file(rid_d, subjects)
+            _reset_champion(MODEL_NAME, base_version)
+            wall, code = run_pipeline_cli(rid_p, ctx["corpus"], ctx["reference"])
+            _reset_champion(MODEL_NAME, base_version)
+            times = run_steps_direct(rid_d, ctx["corpus"], ctx["reference"], base_version,
+                                     str(home / "bench-direct" / str(i)))
+            walls.append(wall)
+            steps_sums.append(sum(times.values()))
+            step_runs.append(times)
+            codes.append(code)
+    wall = statistics.median(walls)
+    steps = statistics.median(steps_sums)
+    overhead = wall - steps
+    share = overhead / wall if wall else 0.0
+    return {
+        "name": "pipeline",
+        "workload": "demo: tiny model, 2-person erasure request, npo 40 steps, demo policy, 1 worker",
+        "repeats": repeats,
+        "pipeline_wall_s": round(wall, 2),
+        "steps_work_s": round(steps, 2),
+        "overhead_s": round(overhead, 2),
+        "overhead_share": round(share, 4),
+        "ratio": round(wall / steps, 3) if steps else None,
+        "target": f"overhead <= {TARGET_SHARE:.0%} of wall",
+        "meets_target": share <= TARGET_SHARE,
+        "step_seconds": {k: round(statistics.median(r.get(k, 0.0) for r in step_runs), 2)
+                         for k in step_runs[0]},
+        "pipeline_exit_codes": codes,
+    }
+
+
+def _subjects(request_id: str) -> list[str]:
+    from unlearnops.ledger import Ledger
+
+    with Ledger() as ledger:
+        return list(ledger.get(request_id).selectors.subject_ids)
+
+
+def _reset_champion(name: str, version: str) -> None:
+    """Both measurements unlearn from the same base: champion back to it."""
+    from mlflow import MlflowClient
+
+    from unlearnops.settings import get_settings
+
+    MlflowClient(get_settings().tracking_uri).set_registered_model_alias(name, "champion", version)
+
+
+def summary_markdown(result: dict[str, Any]) -> str:
+    ok = "meets" if result.get("meets_target") else "misses"
+    rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in result.get("step_seconds", {}).items())
+    return (
+        "## Pipeline overhead (`unlearnops run` vs. the steps called directly)\n\n"
+        f"Workload: {result['workload']}; median of {result['repeats']} run(s).\n\n"
+        "| measure | seconds |\n|---|---|\n"
+        f"| `unlearnops run` wall time | {result['pipeline_wall_s']:.2f} |\n"
+        f"| steps' own work (direct calls) | {result['steps_work_s']:.2f} |\n"
+        f"| pipeline overhead | {result['overhead_s']:.2f} ({result['overhead_share']:.1%} of wall) |\n\n"
+        f"Target: {result['target']} — {ok} it.\n\n"
+        "| step (direct) | seconds |\n|---|---|\n" + rows + "\n"
+    )
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(), indent=2))

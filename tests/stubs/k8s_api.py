@@ -1,0 +1,198 @@
+"""A stand-in for the Kubernetes API server: RayJob custom objects, pod lists and pod logs.
+
+A local HTTP server on a free loopback port for the official ``kubernetes`` client
+(``Configuration(host=stub.url)``). It checks what a real API server with KubeRay installed
+checks: a created RayJob must be a ``ray.io/v1`` ``RayJob`` valid against the vendored CRD, in
+the namespace of the URL, with a name not already taken (409). Each GET of the RayJob returns
+the next status of ``statuses`` (the last one repeats), so a test scripts the job's life; pods
+labelled ``job-name=<rayjob>`` and their logs come from ``logs`` (the text so far, per poll).
+Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+RAYJOB = re.compile(r"^/apis/ray\.io/v1/namespaces/([^/]+)/rayjobs(?:/([^/]+))?$")
+PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
+POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+
+
+@dataclass
+class K8sState:
+    rayjobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    gets: int = 0
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+    def _reply(self, code: int, obj: Any, ctype: str = "application/json") -> None:
+        data = obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self, method: str) -> None:
+        url = urlparse(self.path)
+        query = parse_qs(url.query)
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.loads(raw) if raw else None
+        stub = self.server.stub
+        stub.requests.append(Recorded(method, url.path, query, body))
+        with stub.lock:
+            code, obj, ctype = stub.route(method, url.path, query, body)
+        self._reply(code, obj, ctype)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+
+class _Server(ThreadingHTTPServer):
+    stub: K8sApiStub
+
+
+class K8sApiStub:
+    """Use as a context manager; ``configuration()`` gives a client Configuration for it."""
+
+    def __init__(self, statuses: list[dict[str, Any]] | None = None, logs: list[str] | None = None,
+                 validate: bool = True):
+        self.statuses = statuses or [{"jobStatus": "SUCCEEDED", "jobDeploymentStatus": "Complete"}]
+        self.logs = logs or []
+        self.validate = validate
+        self.state = K8sState()
+        self.requests: list[Recorded] = []
+        self.lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.stub = self
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def configuration(self) -> Any:
+        from kubernetes import client
+
+        config = client.Configuration()
+        config.host = self.url
+        return config
+
+    def api_client(self) -> Any:
+        from kubernetes import client
+
+        return client.ApiClient(self.configuration())
+
+    def __enter__(self) -> K8sApiStub:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def calls(self, method: str, pattern: str = "") -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and pattern in r.path]
+
+    # ------------------------------------------------------------------ routing
+    def route(self, method: str, path: str, query: dict[str, list[str]],
+              body: Any) -> tuple[int, Any, str]:
+        if m := RAYJOB.match(path):
+            return self._rayjob(method, m.group(1), m.group(2), body)
+        if (m := PODS.match(path)) and method == "GET":
+            return 200, self._pods(m.group(1), query), "application/json"
+        if (m := POD_LOG.match(path)) and method == "GET":
+            return 200, self._log_text(), "text/plain"
+        return 404, _status(404, "NotFound", f"no route {method} {path}"), "application/json"
+
+    def _rayjob(self, method: str, ns: str, name: str | None, body: Any) -> tuple[int, Any, str]:
+        js = "application/json"
+        if method == "POST" and name is None:
+            problem = self._check(ns, body)
+            if problem:
+                return 422, _status(422, "Invalid", problem), js
+            key = (ns, body["metadata"]["name"])
+            if key in self.state.rayjobs:
+                return 409, _status(409, "AlreadyExists", f'rayjobs.ray.io "{key[1]}" already exists'), js
+            obj = {**body, "metadata": {**body["metadata"], "uid": "uid-" + key[1]}}
+            self.state.rayjobs[key] = obj
+            return 201, obj, js
+        if name is None:
+            return 405, _status(405, "MethodNotAllowed", "method not allowed"), js
+        key = (ns, name)
+        if key not in self.state.rayjobs:
+            return 404, _status(404, "NotFound", f'rayjobs.ray.io "{name}" not found'), js
+        if method == "GET":
+            status = self.statuses[min(self.state.gets, len(self.statuses) - 1)]
+            self.state.gets += 1
+            return 200, {**self.state.rayjobs[key], "status": status}, js
+        if method == "DELETE":
+            self.state.rayjobs.pop(key)
+            self.state.deleted.append(name)
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}, js
+        return 405, _status(405, "MethodNotAllowed", "method not allowed"), js
+
+    def _check(self, ns: str, body: Any) -> str:
+        if not isinstance(body, dict):
+            return "body must be a JSON object"
+        if body.get("apiVersion") != "ray.io/v1" or body.get("kind") != "RayJob":
+            return f"expected ray.io/v1 RayJob, got {body.get('apiVersion')} {body.get('kind')}"
+        meta = body.get("metadata") or {}
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", str(meta.get("name", ""))) \
+                or len(meta["name"]) > 63:
+            return f"metadata.name {meta.get('name')!r} is not a DNS-1123 label"
+        if meta.get("namespace", ns) != ns:
+            return (f"the namespace of the provided object ({meta.get('namespace')}) "
+                    f"does not match the URL ({ns})")
+        if self.validate:
+            from unlearnops import crds
+
+            problems = crds.errors(body)
+            if problems:
+                return "; ".join(problems)
+        return ""
+
+    def _pods(self, ns: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        selector = query.get("labelSelector", [""])[0]
+        items = []
+        for (job_ns, name) in self.state.rayjobs:
+            if job_ns == ns and selector == f"job-name={name}" and self.logs:
+                items.append({"metadata": {"name": f"{name}-submitter", "namespace": ns,
+                                           "labels": {"job-name": name}}})
+        return {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}
+
+    def _log_text(self) -> str:
+        if not self.logs:
+            return ""
+        return self.logs[min(max(self.state.gets - 1, 0), len(self.logs) - 1)]

@@ -1,0 +1,117 @@
+"""The compiled pipelines: golden files, the gate visible in the DAG, and the platform spec.
+
+If a golden comparison fails after a deliberate change to a component or pipeline, regenerate
+with ``unlearnops compile`` (writes pipelines/compiled/*.yaml) and review the diff.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from unlearnops.pipelines.compile import COMPILED_DIR, PIPELINES, compile_text
+from unlearnops.pipelines.options import CompileOptions, SecretEnv, Toleration
+
+SIDE_EFFECT_EXECUTORS = ("exec-mark-running-op", "exec-unlearn-op", "exec-register-op", "exec-promote-op",
+                         "exec-mark-done-op", "exec-mark-failed-op", "exec-exit-mark-failed-op")
+
+
+def _docs(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+def _tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every task of every DAG (root and sub-DAGs), keyed by name."""
+    out: dict[str, dict[str, Any]] = {}
+    for comp in [spec["root"], *spec["components"].values()]:
+        out.update((comp.get("dag") or {}).get("tasks", {}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def compiled() -> dict[str, str]:
+    return {name: compile_text(name) for name in PIPELINES}
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_golden(compiled: dict[str, str], name: str) -> None:
+    golden = COMPILED_DIR / f"{name}.yaml"
+    assert golden.is_file(), f"{golden} missing: run `unlearnops compile`"
+    assert compiled[name] == golden.read_text(), (
+        f"{golden.name} is out of date: run `unlearnops compile` and review the diff")
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_gate_and_exit_handler_in_dag(compiled: dict[str, str], name: str) -> None:
+    spec, _ = _docs(compiled[name])
+    tasks = _tasks(spec)
+    conditions = {t: task["triggerPolicy"]["condition"] for t, task in tasks.items()
+                  if task.get("triggerPolicy", {}).get("condition")}
+    assert any("passed" in c and "true" in c for c in conditions.values()), conditions
+    assert any("already_unlearned" in c for c in conditions.values()), conditions
+    exit_task = tasks["exit-mark-failed-op"]
+    assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert "status" in exit_task["inputs"]["parameters"]
+    names = {task["componentRef"]["name"] for task in tasks.values()}
+    assert {"comp-register-op", "comp-promote-op", "comp-mark-failed-op", "comp-mark-done-op"} <= names
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_side_effects_not_cached(compiled: dict[str, str], name: str) -> None:
+    spec, _ = _docs(compiled[name])
+    for task_name, task in _tasks(spec).items():
+        if "componentRef" in task and task["componentRef"]["name"].startswith("comp-condition"):
+            continue
+        if task["componentRef"]["name"].replace("comp-", "exec-") in SIDE_EFFECT_EXECUTORS:
+            assert not task.get("cachingOptions", {}).get("enableCache"), task_name
+
+
+def test_platform_spec_gpu_tolerations_secrets(compiled: dict[str, str]) -> None:
+    spec, platform = _docs(compiled["unlearn_on_request"])
+    unlearn = spec["deploymentSpec"]["executors"]["exec-unlearn-op"]["container"]
+    accel = unlearn["resources"]["accelerator"]
+    assert accel["resourceType"] == "nvidia.com/gpu" and accel["resourceCount"] == "1"
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    k8s = executors["exec-unlearn-op"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
+    assert {f["name"] for f in k8s["fieldPathAsEnv"]} >= {"UNLEARNOPS_KFP_RUN_ID", "UNLEARNOPS_K8S_NAMESPACE"}
+    for exe in spec["deploymentSpec"]["executors"]:  # every task gets the credentials as secret env
+        secrets = {s["secretName"] for s in executors[exe]["secretAsEnv"]}
+        assert secrets == {"unlearnops-s3", "unlearnops-mlflow", "unlearnops-ledger"}, exe
+    envs = {e["envVar"] for s in k8s["secretAsEnv"] for e in s["keyToEnv"]}
+    assert "UNLEARNOPS_S3__SECRET_ACCESS_KEY" in envs
+    assert "tolerations" not in executors["exec-promote-op"]  # only the unlearn task asks for GPUs
+    for exe in spec["deploymentSpec"]["executors"].values():
+        assert "pip install" not in " ".join(exe["container"].get("command", []))  # no runtime installs
+
+
+def test_compile_options_change_the_spec() -> None:
+    opts = CompileOptions(image="registry.example/unlearnops:9", gpu=False, node_selector={"pool": "cpu"},
+                          tolerations=[Toleration(key="dedicated", operator="Equal", value="ml",
+                                                  effect="NoSchedule")],
+                          secrets=[SecretEnv(name="my-s3", env={"key": "UNLEARNOPS_S3__ACCESS_KEY_ID"})])
+    spec, platform = _docs(compile_text("unlearn_on_request", opts))
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/unlearnops:9"}
+    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-unlearn-op"]["container"].get(
+        "resources", {})
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-unlearn-op"]
+    assert k8s["nodeSelector"]["labels"] == {"pool": "cpu"}
+    assert k8s["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml",
+                                   "effect": "NoSchedule"}]
+    assert [s["secretName"] for s in k8s["secretAsEnv"]] == ["my-s3"]
+
+
+def test_local_options_have_no_platform_spec() -> None:
+    _, platform = _docs(compile_text("unlearn_on_request", CompileOptions.local()))
+    assert not platform
+
+
+def test_compliance_batch_uses_schedule_time(compiled: dict[str, str]) -> None:
+    spec, _ = _docs(compiled["compliance_batch"])
+    pending = _tasks(spec)["pending-requests-op"]
+    value = pending["inputs"]["parameters"]["schedule_time"]["runtimeValue"]["constant"]
+    assert value == "{{$.pipeline_job_schedule_time_utc}}"
+    assert spec["root"]["inputDefinitions"]["parameters"]["cutoff"]["defaultValue"] == ""
