@@ -19,6 +19,7 @@ def unlearn_op(scope_uri: str, model_uri: str, method: str, params: dict, out_ur
 
     from unlearnops.components.unlearn.rayjob import run_as_rayjob, running_on_kubernetes
     from unlearnops.components.unlearn.runner import run_unlearning
+
     from unlearnops.settings import apply_runtime_env
     from unlearnops.types import UnlearnSpec
 
