@@ -327,6 +327,29 @@ def download_file(uri: str, path: str | Path) -> None:
         raise
 
 
+@contextlib.contextmanager
+def local_folder_writer(dest: Path) -> Iterator[Path]:
+    """Yield a sibling temp path to fill; on success it replaces ``dest`` by rename, on error it is removed.
+
+    The folder appears under its final name only when complete (an existing one is swapped out).
+    """
+    dest = dest.absolute()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + TMP_MARK + uuid.uuid4().hex[:8])
+    try:
+        yield tmp
+        if dest.exists():
+            old = dest.with_name(dest.name + TMP_MARK + "old-" + uuid.uuid4().hex[:8])
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def upload_dir(local_dir: str | Path, uri: str) -> None:
     """Copy a whole folder (e.g. a model directory) to a URI; the folder appears all at once.
 
@@ -338,21 +361,8 @@ def upload_dir(local_dir: str | Path, uri: str) -> None:
         raise StorageError(f"{src}: not a folder")
     files = sorted(p for p in src.rglob("*") if p.is_file())
     if not is_s3(uri):
-        dest = local_path(uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + TMP_MARK + uuid.uuid4().hex[:8])
-        try:
+        with local_folder_writer(local_path(uri)) as tmp:
             shutil.copytree(src, tmp)
-            if dest.exists():
-                old = dest.with_name(dest.name + TMP_MARK + "old-" + uuid.uuid4().hex[:8])
-                os.replace(dest, old)
-                os.replace(tmp, dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return
     bucket, key = split_s3(uri)
     key = key.rstrip("/")
@@ -396,18 +406,10 @@ def download_dir(uri: str, local_dir: str | Path) -> Path:
         raise StorageError(f"{uri}: no objects under this prefix")
     bucket, key = split_s3(uri)
     base = key.rstrip("/") + "/"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + TMP_MARK + uuid.uuid4().hex[:8])
-    try:
+    with local_folder_writer(dest) as tmp:
         for info in files:
             rel = split_s3(info.uri)[1][len(base):]
             download_file(info.uri, tmp / rel)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 

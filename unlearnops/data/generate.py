@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
 import tempfile
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -254,21 +251,8 @@ def generate_benchmark(out_uri: str, people: int = 40, holdout: int = 10, seed: 
             manifest = _generate_into(Path(tmp) / "corpus", people, holdout, seed, shards)
             storage.upload_dir(Path(tmp) / "corpus", out_uri)
         return manifest
-    dest = storage.local_path(out_uri).absolute()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + storage.TMP_MARK + uuid.uuid4().hex[:8])
-    try:
+    with storage.local_folder_writer(storage.local_path(out_uri)) as tmp:
         manifest = _generate_into(tmp, people, holdout, seed, shards)
-        if dest.exists():
-            old = dest.with_name(dest.name + storage.TMP_MARK + "old-" + uuid.uuid4().hex[:8])
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
