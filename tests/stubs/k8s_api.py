@@ -11,25 +11,15 @@ Every request is recorded.
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+
+from tests.stubs.http import Recorded, StubServer
 
 RAYJOB = re.compile(r"^/apis/ray\.io/v1/namespaces/([^/]+)/rayjobs(?:/([^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Any
 
 
 @dataclass
@@ -44,46 +34,7 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
             "message": message, "reason": reason, "code": code}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, *args: Any) -> None:
-        return
-
-    def _reply(self, code: int, obj: Any, ctype: str = "application/json") -> None:
-        data = obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _handle(self, method: str) -> None:
-        url = urlparse(self.path)
-        query = parse_qs(url.query)
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.loads(raw) if raw else None
-        stub = self.server.stub
-        stub.requests.append(Recorded(method, url.path, query, body))
-        with stub.lock:
-            code, obj, ctype = stub.route(method, url.path, query, body)
-        self._reply(code, obj, ctype)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
-
-
-class _Server(ThreadingHTTPServer):
-    stub: K8sApiStub
-
-
-class K8sApiStub:
+class K8sApiStub(StubServer):
     """Use as a context manager; ``configuration()`` gives a client Configuration for it."""
 
     def __init__(self, statuses: list[dict[str, Any]] | None = None, logs: list[str] | None = None,
@@ -92,15 +43,7 @@ class K8sApiStub:
         self.logs = logs or []
         self.validate = validate
         self.state = K8sState()
-        self.requests: list[Recorded] = []
-        self.lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.stub = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        super().__init__()
 
     def configuration(self) -> Any:
         from kubernetes import client
@@ -114,18 +57,15 @@ class K8sApiStub:
 
         return client.ApiClient(self.configuration())
 
-    def __enter__(self) -> K8sApiStub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
     def calls(self, method: str, pattern: str = "") -> list[Recorded]:
         return [r for r in self.requests if r.method == method and pattern in r.path]
 
     # ------------------------------------------------------------------ routing
+    def respond(self, method: str, path: str, query: dict[str, list[str]], body: Any,
+                headers: Any) -> tuple[int, Any, str]:
+        with self.lock:
+            return self.route(method, path, query, body)
+
     def route(self, method: str, path: str, query: dict[str, list[str]],
               body: Any) -> tuple[int, Any, str]:
         if m := RAYJOB.match(path):

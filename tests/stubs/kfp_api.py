@@ -16,15 +16,14 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import yaml
+
+from tests.stubs.http import Recorded, StubServer
 
 PREFIX = "/apis/v2beta1"
 RUN_FIELDS = {"experiment_id", "display_name", "description", "pipeline_spec", "pipeline_version_reference",
@@ -38,14 +37,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Any
 
 
 @dataclass
@@ -95,81 +86,37 @@ def _pipeline_spec(content: bytes) -> dict[str, Any]:
     return docs[0]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        return
-
-    def _reply(self, status: int, obj: Any) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _handle(self, method: str) -> None:
-        url = urlparse(self.path)
-        query = parse_qs(url.query)
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body: Any = raw
-        if raw and self.headers.get("Content-Type", "").startswith("application/json"):
-            body = json.loads(raw)
-        self.server.stub.requests.append(Recorded(method, url.path, query, body))
-        try:
-            status, obj = self.server.stub.route(method, url.path, query, body, self.headers)
-        except ApiError as err:
-            status, obj = err.status, {"error": err.message, "code": 3, "message": err.message}
-        self._reply(status, obj)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
-
-
-class _Server(ThreadingHTTPServer):
-    stub: KfpApiStub
-
-
-class KfpApiStub:
+class KfpApiStub(StubServer):
     """Use as a context manager; ``url`` is the host for ``kfp.Client(host=url)``."""
 
     def __init__(self) -> None:
         self.state = KfpState()
-        self.requests: list[Recorded] = []
-        self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.stub = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> KfpApiStub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def calls(self, method: str, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path == PREFIX + path]
 
     # ------------------------------------------------------------------ routing
+    def decode_body(self, raw: bytes, headers: Any) -> Any:
+        """JSON bodies decoded; multipart uploads kept raw for ``_parse_upload``."""
+        if raw and headers.get("Content-Type", "").startswith("application/json"):
+            return json.loads(raw)
+        return raw
+
+    def respond(self, method: str, path: str, query: dict[str, list[str]], body: Any,
+                headers: Any) -> tuple[int, Any, str]:
+        try:
+            status, obj = self.route(method, path, query, body, headers)
+        except ApiError as err:
+            status, obj = err.status, {"error": err.message, "code": 3, "message": err.message}
+        return status, obj, "application/json"
+
     def route(self, method: str, path: str, query: dict[str, list[str]], body: Any,
               headers: Any) -> tuple[int, Any]:
         if not path.startswith(PREFIX):
             raise ApiError(404, f"no route {path}")
         parts = path[len(PREFIX):].strip("/").split("/")
-        with self._lock:
+        with self.lock:
             return self._route(method, parts, query, body, headers)
 
     def _route(self, method: str, parts: list[str], query: dict[str, list[str]], body: Any,
