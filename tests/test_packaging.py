@@ -125,3 +125,18 @@ def test_wheel_contains_and_imports_components(tmp_path: Path) -> None:
     for module, file in files.items():
         assert Path(file).is_relative_to(target), f"{module} imported from {file}, not the wheel"
     assert Path(files["unlearnops.components"]) == target / "unlearnops" / "components" / "__init__.py"
+
+
+def test_core_never_imports_components_or_pipelines() -> None:
+    """The core package stays independent of the steps: no import of unlearnops.components/pipelines."""
+    import ast
+
+    core = Path(__file__).resolve().parent.parent / "unlearnops"
+    offenders = []
+    for file in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text(), str(file))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{file.name}: {n}" for n in names
+                          if n.startswith(("unlearnops.components", "unlearnops.pipelines"))]
+    assert offenders == []
