@@ -97,13 +97,17 @@ def run_steps_direct(request_id: str, corpus: str, reference: str, base_version:
                          options=EvalOptions(robustness=True), show_progress=False)
     times["evaluate"] = time.perf_counter() - t
     passed = bool(rep.verdict and rep.verdict.passed)
+    # The direct run's candidate is bit-identical to the pipeline's (same seed, scope and base), so
+    # registering it under the same name would be an idempotent no-op: register it under its own
+    # name so the registration's real work (logging the model, exporting the copy) is timed.
+    direct_name = f"{MODEL_NAME}-direct"
     t = time.perf_counter()
-    ref = register_model(model, MODEL_NAME, report_uri=report, scope_uri=scope,
+    ref = register_model(model, direct_name, report_uri=report, scope_uri=scope,
                          request_ids=[request_id], gate="passed" if passed else "failed")
     times["register"] = time.perf_counter() - t
     if passed:
         t = time.perf_counter()
-        promote(MODEL_NAME, str(ref.version), expect_parent=False)
+        promote(direct_name, str(ref.version), expect_parent=False)
         times["promote"] = time.perf_counter() - t
     return times
 
