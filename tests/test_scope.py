@@ -64,6 +64,13 @@ def test_subject_request_builds_all_sets(bench_data: Path, tmp_path: Path) -> No
     reasons = [r["neighbor_reason"] for r in sets["neighbor"]]
     assert reasons[0].startswith("shared_") and all(r.startswith(("shared_", "lexical_")) for r in reasons)
     assert not {r["id"] for r in sets["neighbor"]} & {r["id"] for r in sets["retain"]}
+    # retain_eval: what utility is measured on — disjoint from the retain-train sample, the forget
+    # set and the neighbors, also mixing general facts and people's facts; both in the manifest
+    retain_eval = read_set(str(tmp_path / "scope"), "retain_eval")
+    assert len(retain_eval) == 18 and {r["source"] for r in retain_eval} >= {"general"}
+    assert not {r["id"] for r in retain_eval} & (forget_ids | {r["id"] for s in ("retain", "neighbor")
+                                                                for r in sets[s]})
+    assert manifest.sets["retain_eval"].count == 18 and manifest.sets["retain"].count == 18
     # holdout: QA of never-trained people, forget-sized
     holdout_people = {p["subject_id"] for p in read_people(str(bench_data)) if p["split"] == "holdout"}
     assert len(sets["holdout"]) == 9

@@ -51,6 +51,10 @@ LEXICAL_POOL = 300
 PEOPLE_FILE = "people.jsonl"
 PARAPHRASES = "eval/paraphrases.jsonl"
 PERTURBED = "eval/perturbed.jsonl"
+#: The written sets: the core's SCOPE_SETS plus ``retain_eval`` — a retain sample disjoint from
+#: ``retain`` (the retain-train sample objectives may use) on which utility is measured.
+RETAIN_EVAL = "retain_eval"
+WRITTEN_SETS: tuple[str, ...] = (*SCOPE_SETS, *(() if RETAIN_EVAL in SCOPE_SETS else (RETAIN_EVAL,)))
 
 
 # ------------------------------------------------------------------ running shards
@@ -355,7 +359,7 @@ def _write_scope(out_uri: str, sets: dict[str, list[dict[str, Any]]],
     if storage.exists(manifest_uri):
         _remove(manifest_uri)
     infos = {}
-    for name in SCOPE_SETS:
+    for name in WRITTEN_SETS:
         data = _jsonl(sets[name])
         storage.write_bytes(storage.join(out_uri, f"{name}.jsonl"), data)
         infos[name] = SetInfo(file=f"{name}.jsonl", count=len(sets[name]),
@@ -367,8 +371,8 @@ def _write_scope(out_uri: str, sets: dict[str, list[dict[str, Any]]],
 
 def read_set(scope_uri: str, name: str) -> list[dict[str, Any]]:
     """The records of one set (forget, retain, neighbor, holdout, paraphrase) of a DataScope."""
-    if name not in SCOPE_SETS:
-        raise ScopeError(f"unknown set {name!r}; sets are {', '.join(SCOPE_SETS)}")
+    if name not in WRITTEN_SETS:
+        raise ScopeError(f"unknown set {name!r}; sets are {', '.join(WRITTEN_SETS)}")
     manifest_uri = storage.join(scope_uri, "manifest.json")
     if not storage.exists(manifest_uri):
         raise ScopeError(f"{scope_uri} is not a complete DataScope (no manifest.json); resolve it again")
@@ -383,17 +387,22 @@ def read_manifest(scope_uri: str) -> ScopeManifest:
 
 # ------------------------------------------------------------------ the step
 def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, *,
-                  retain_multiple: float = 2.0, neighbor_k: int | None = None, max_share: float = 0.2,
+                  retain_multiple: float = 2.0, retain_eval_multiple: float | None = None,
+                  neighbor_k: int | None = None, max_share: float = 0.2,
                   allow_large_scope: bool = False, seed: int = 0, general_share: float = 0.5,
                   parallel: str = "auto", progress: bool = False) -> ScopeManifest:
     """Resolve ``requests`` against the corpus at ``corpus_uri`` and write the DataScope to ``out_uri``.
 
-    Sizes: retain = ceil(retain_multiple × |forget|), of which up to ``general_share`` are the
-    out-of-scope general-knowledge facts; neighbor = ``neighbor_k`` (default |forget|); holdout =
+    Sizes: retain (the retain-train sample) = ceil(retain_multiple × |forget|), of which up to
+    ``general_share`` are the out-of-scope general-knowledge facts; retain_eval (disjoint from
+    retain, what utility is measured on) = ceil(retain_eval_multiple × |forget|) the same way
+    (default: retain_multiple); neighbor = ``neighbor_k`` (default |forget|); holdout =
     |forget| QA records of ``holdout/`` when present. ``parallel``: ``auto`` (Ray from
     :data:`RAY_MIN_BYTES`), ``ray`` or ``local``. Raises :class:`ScopeError` on bad input.
     """
     _check_options(requests, retain_multiple, neighbor_k, max_share, general_share)
+    if retain_eval_multiple is not None and retain_eval_multiple < 0:
+        raise ScopeError(f"retain_eval_multiple must be >= 0, got {retain_eval_multiple}")
     shards = list_shards(corpus_uri)
     if not shards:
         raise ScopeError(f"no *.jsonl or *.parquet shards at {corpus_uri}: point the corpus URI at the "
@@ -417,34 +426,41 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
         retain_k = math.ceil(retain_multiple * len(forget))
         k = len(forget) if neighbor_k is None else neighbor_k
         general_k = int(retain_k * general_share)
+        eval_k = math.ceil((retain_multiple if retain_eval_multiple is None else retain_eval_multiple)
+                           * len(forget))
+        general_eval_k = int(eval_k * general_share)
         names = [*names_of.values(), *(n for r in requests for n in r.selectors.names)]
         spec = _neighbor_spec(forget, names)
-        pools = _Pools(retain_k + k + LEXICAL_POOL, general_k, k)
+        pools = _Pools(retain_k + eval_k + k + LEXICAL_POOL, general_k + general_eval_k, k)
         calls = []
         for scan, shard in zip(found.scans, shards, strict=True):
             exclude = frozenset(n for n, _, _ in scan.matches)
             rng = random.Random(f"{seed}:{shard.rel}")
             extra = len(exclude) + len(scan.blank)
-            sample = sample_lines(scan.lines, retain_k + k + LEXICAL_POOL + extra, rng)
-            calls.append((shard, seed, sample, exclude, spec, k, general_k))
+            sample = sample_lines(scan.lines, retain_k + eval_k + k + LEXICAL_POOL + extra, rng)
+            calls.append((shard, seed, sample, exclude, spec, k, general_k + general_eval_k))
         results = runner.map(collect_shard, calls)
         for index, got in enumerate(_progress(results, len(shards), "scope: sampling", progress)):
             pools.add(index, got)
     neighbors, chosen = _pick_neighbors(forget, forget_ids, pools, k)
     retain = _pick_retain(pools, forget_ids | chosen, retain_k, general_k)
+    retain_eval = _pick_retain(pools, forget_ids | chosen | {r["id"] for r in retain}, eval_k, general_eval_k)
     holdout, holdout_shards = _holdout(corpus_uri, len(forget), seed)
-    qa_ids = {r["id"] for s in (forget, retain, neighbors, holdout)
+    qa_ids = {r["id"] for s in (forget, retain, retain_eval, neighbors, holdout)
               for r in s if r.get("question") is not None}
     para, pert = _sidecar(corpus_uri, PARAPHRASES, qa_ids), _sidecar(corpus_uri, PERTURBED, qa_ids)
     forget = _enrich(forget, para, pert)
     sets = {"forget": forget, "retain": _enrich(retain, para, pert),
             "neighbor": _enrich(neighbors, para, pert), "holdout": _enrich(holdout, para, pert),
-            "paraphrase": _paraphrase_set(forget)}
+            "paraphrase": _paraphrase_set(forget), RETAIN_EVAL: _enrich(retain_eval, para, pert)}
     notes = []
     if not holdout_shards:
         notes.append("corpus has no holdout/ split: holdout set is empty (membership inference needs one)")
     if len(retain) < retain_k:
         notes.append(f"only {len(retain)} out-of-scope records for a retain target of {retain_k}")
+    if len(retain_eval) < eval_k:
+        notes.append(f"only {len(retain_eval)} out-of-scope records left for a retain-eval target "
+                     f"of {eval_k}")
     manifest = {
         "request_ids": [r.id for r in requests],
         "selectors": {r.id: r.selectors for r in requests},
@@ -452,7 +468,10 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
         "corpus_uri": corpus_uri,
         "seed": seed,
         "options": {
-            "retain_multiple": retain_multiple, "neighbor_k": k, "max_share": max_share,
+            "retain_multiple": retain_multiple, "retain_eval_multiple": retain_eval_multiple,
+            "retain_sets": {"retain": "retain-train sample: the only retain records objectives see",
+                            RETAIN_EVAL: "disjoint retain-eval sample: utility is measured here"},
+            "neighbor_k": k, "max_share": max_share,
             "allow_large_scope": allow_large_scope, "general_share": general_share, "parallel": mode,
             "prefilter": not matcher.prefilter.full, "corpus_records": found.total,
             "matches_per_request": {r.id: found.per_request[i] for i, r in enumerate(requests)},
