@@ -40,7 +40,9 @@ def _file(request_id: str, ids: list[str]) -> None:
     from unlearnops.ledger import Ledger
 
     with Ledger() as ledger:
-        ledger.file(subject_request(ids, request_id=request_id, requester="benchmark"))
+        ledger.file(subject_request(ids, request_id=request_id, requester="benchmark"), actor="bench-filer")
+        ledger.set_status(request_id, "verified", "benchmark", actor="bench-dpo")
+        ledger.set_status(request_id, "approved", "benchmark", actor="bench-dpo")
 
 
 def run_pipeline_cli(request_id: str, corpus: str, reference: str) -> tuple[float, int]:

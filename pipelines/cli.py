@@ -137,9 +137,12 @@ def run_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show kfp.local's full logs"),
 ) -> None:
     """Run the unlearning pipeline locally for REQUEST(s): scope, unlearn, evaluate, gate, promote."""
+    from unlearnops.components.ledger.updates import RUNNABLE
+
     from unlearnops import storage
     from unlearnops.ledger import Ledger, RequestNotFound
     from unlearnops.settings import get_settings
+    from unlearnops.types import RequestStatus
 
     from .local_runner import run_local
 
@@ -150,9 +153,12 @@ def run_cmd(
     with Ledger() as ledger:
         for rid in request:
             try:
-                ledger.get(rid)
+                status = ledger.get(rid).status
             except RequestNotFound as err:
                 raise fail(f"{err}; file it first with `unlearnops request file FILE`") from err
+            if status not in RUNNABLE | {RequestStatus.completed}:
+                raise fail(f"request {rid} is {status.value!r}: only approved requests run; verify and "
+                           f"approve it first (`unlearnops request verify|approve {rid}`)")
     params = parse_params(param)
     policy_yaml = read_policy(policy)
     console.print(f"[bold]unlearn_on_request[/] {', '.join(request)} · {method} · model {model_name}")

@@ -87,8 +87,10 @@ def prepare(home: Path) -> dict[str, Any]:
     _step("4/6 file a GDPR Art. 17 erasure request for two people")
     req = subject_request(forget_ids, [people[i]["name"] for i in forget_ids], request_id=REQUEST_ID,
                           requester="demo@unlearnops.example")
-    with Ledger() as ledger:
+    with Ledger() as ledger:  # the ledger's four-eyes rule: the filer never approves
         ledger.file(req)
+        ledger.set_status(REQUEST_ID, "verified", "demo: requester identity checked", actor="demo-dpo")
+        ledger.set_status(REQUEST_ID, "approved", "demo: erasure approved", actor="demo-dpo")
     console.print(f"request {REQUEST_ID}: forget {', '.join(people[i]['name'] for i in forget_ids)}")
     return {"corpus": corpus, "reference": str(Path(models) / "reference"), "forget": forget_ids[0],
             "keep": keep_id, "people": people}

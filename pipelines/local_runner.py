@@ -272,25 +272,26 @@ def verdict_passed(report: dict[str, Any]) -> bool | None:
 
 def outcome(request_ids: list[str], run_root: str) -> tuple[int, str, str, list[str], dict[str, Any] | None]:
     """(exit code, outcome word, message, versions, report) read back from the ledger and the run."""
-    from unlearnops.components.ledger.updates import unlearned_by
+    from unlearnops.components.ledger.updates import GATES_FAILED, completed_by
 
     from unlearnops.ledger import Ledger
 
     with Ledger() as ledger:
         reqs = [ledger.get(rid) for rid in request_ids]
     report = find_report(run_root)
-    if all(r.status == RequestStatus.unlearned for r in reqs):
-        versions = sorted({unlearned_by(r) for r in reqs})
+    if all(r.status == RequestStatus.completed for r in reqs):
+        versions = sorted({completed_by(r) for r in reqs})
         fresh = report is not None
         word = "promoted" if fresh else "already-unlearned"
         verb = "unlearned by" if fresh else "already unlearned by"
         return EXIT_OK, word, f"{', '.join(request_ids)} {verb} {', '.join(versions)}", versions, report
-    reasons = [r.history[-1].reason for r in reqs if r.history and r.status == RequestStatus.failed]
-    gate_failed = bool(reasons) and all(r.startswith("gates failed") for r in reasons)
+    failures = [r.history[-1] for r in reqs if r.history and r.status == RequestStatus.failed]
+    gate_failed = bool(failures) and all(f.code == GATES_FAILED for f in failures)
     if report is not None and verdict_passed(report) is False and gate_failed:
-        msg = "gates failed; champion unchanged" + (f": {reasons[0]}" if reasons else "")
+        reasons = "; ".join(failures[0].gate_reasons)
+        msg = "gates failed; champion unchanged" + (f": {reasons}" if reasons else "")
         return EXIT_GATE_FAILED, "gate-failed", msg, [], report
-    detail = reasons[0] if reasons else ", ".join(f"{r.id}={r.status}" for r in reqs)
+    detail = failures[0].reason if failures else ", ".join(f"{r.id}={r.status}" for r in reqs)
     return EXIT_ERROR, "error", f"pipeline failed: {detail}", [], report
 
 

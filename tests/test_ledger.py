@@ -11,20 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, delete, select, update
 
+from unlearnops import deadlines
+from unlearnops.keyed_hash import keyed_hash
 from unlearnops.ledger import (
     DuplicateRequest,
+    GuardRefused,
     InvalidStatusMove,
     Ledger,
     LedgerError,
     RequestFileError,
     RequestNotFound,
     StatusConflict,
-    hash_subject,
-    history_table,
+    audit_table,
     load_request_file,
     metadata,
+    requests_table,
+    selectors_table,
 )
 from unlearnops.types import STATUS_MOVES, ForgetRequest, RequestStatus
 
@@ -67,13 +71,15 @@ def make_request(rid: str = "req-1", **overrides: Any) -> ForgetRequest:
 # ------------------------------------------------------------------ filing and reading
 def test_file_and_get(ledger: Ledger) -> None:
     req = make_request(deadline=datetime(2026, 1, 31, 14, 0, tzinfo=timezone(timedelta(hours=2))))
-    filed = ledger.file(req)
-    assert filed.status == S.pending
+    filed = ledger.file(req, actor="clerk")
+    assert filed.status == S.received and filed.filed_by == "clerk"
     got = ledger.get("req-1")
-    assert got.model_dump(exclude={"history", "deadline"}) == req.model_dump(exclude={"history", "deadline"})
+    fields = set(ForgetRequest.model_fields) - {"history", "filed_by", "due_at", "selector_hashes"}
+    assert got.model_dump(include=fields) == req.model_dump(include=fields)
     assert got.deadline == datetime(2026, 1, 31, 12, 0, tzinfo=UTC)  # stored as UTC
-    assert got.deadline.utcoffset() == timedelta(0)
-    assert [(h.status, h.reason, h.actor) for h in got.history] == [(S.pending, "filed", "dpo@example.org")]
+    assert got.deadline.utcoffset() == timedelta(0) and req.deadline.utcoffset() == timedelta(0)
+    assert got.due_at == got.deadline  # earlier than GDPR's one month (2026-02-01 12:00)
+    assert [(h.status, h.reason, h.actor) for h in got.history] == [(S.received, "filed", "clerk")]
     assert got.history[0].at.tzinfo is not None
     # A new Ledger object on the same database sees the same thing.
     with Ledger(ledger.url) as again:
@@ -116,57 +122,119 @@ def test_file_many_is_all_or_nothing(ledger: Ledger) -> None:
     assert [r.id for r in filed] == ["new-1", "new-2"]
 
 
-def test_new_request_must_be_pending(ledger: Ledger) -> None:
-    with pytest.raises(LedgerError, match="filed as 'pending'"):
+def test_new_request_must_be_received(ledger: Ledger) -> None:
+    with pytest.raises(LedgerError, match="filed as 'received'"):
         ledger.file(make_request(status="running"))
     assert ledger.list() == []
 
 
-# ------------------------------------------------------------------ status moves
+# ------------------------------------------------------------------ status moves and guards
+def approve(ledger: Ledger, rid: str = "req-1") -> None:
+    """verified and approved by someone other than the filer."""
+    ledger.set_status(rid, S.verified, "identity checked", actor="dpo")
+    ledger.set_status(rid, S.approved, "approved", actor="dpo")
+
+
 def test_status_moves_and_history(ledger: Ledger) -> None:
-    ledger.file(make_request())
+    ledger.file(make_request(), actor="clerk")
+    approve(ledger)
     ledger.set_status("req-1", S.scheduled, reason="nightly batch", actor="scheduler")
     ledger.set_status("req-1", "running", reason="kfp run abc", actor="pipeline")
-    done = ledger.set_status("req-1", S.unlearned, reason="gate passed; model v3", actor="pipeline")
-    assert done.status == S.unlearned
-    assert [(h.status, h.reason, h.actor) for h in done.history] == [
-        (S.pending, "filed", "dpo@example.org"),
-        (S.scheduled, "nightly batch", "scheduler"),
-        (S.running, "kfp run abc", "pipeline"),
-        (S.unlearned, "gate passed; model v3", "pipeline"),
+    done = ledger.set_status("req-1", S.completed, reason="gate passed", actor="pipeline",
+                             model_uri="models:/m/3", run_id="abc")
+    assert done.status == S.completed
+    assert [(h.event, h.status, h.reason, h.actor) for h in done.history] == [
+        ("filed", S.received, "filed", "clerk"),
+        ("status", S.verified, "identity checked", "dpo"),
+        ("status", S.approved, "approved", "dpo"),
+        ("status", S.scheduled, "nightly batch", "scheduler"),
+        ("status", S.running, "kfp run abc", "pipeline"),
+        ("status", S.completed, "gate passed", "pipeline"),
+        ("purged", S.completed, "raw selectors overwritten", "pipeline"),
     ]
+    assert done.history[5].model_uri == "models:/m/3" and done.history[5].run_id == "abc"
     times = [h.at for h in done.history]
     assert times == sorted(times)
     assert ledger.get("req-1") == done
-    with pytest.raises(InvalidStatusMove, match=r"cannot move from 'unlearned' to 'pending'.*none \(final\)"):
-        ledger.set_status("req-1", S.pending)
+    with pytest.raises(InvalidStatusMove, match=r"from 'completed' to 'received'.*none \(final\)"):
+        ledger.set_status("req-1", S.received)
+
+
+def test_final_status_purges_raw_selectors(ledger: Ledger) -> None:
+    ledger.file(make_request(), actor="clerk")
+    hashes = ledger.get("req-1").selector_hashes
+    assert len(hashes) == 2 and all(len(h) == 64 for h in hashes)
+    ledger.set_status("req-1", S.denied, "not the data subject", actor="dpo", code="identity-not-verified")
+    req = ledger.get("req-1")
+    assert req.purged and req.selectors.is_empty() and req.selector_hashes == hashes
+    with ledger.engine.connect() as conn:
+        stored = json.dumps([list(r) for r in conn.execute(select(selectors_table))]
+                            + [list(r) for r in conn.execute(select(requests_table))]
+                            + [list(r) for r in conn.execute(select(audit_table))], default=str)
+    assert "person-0001" not in stored and "Ada Quill" not in stored
+    if ledger.engine.dialect.name == "sqlite":  # secure_delete: the old bytes are zeroed on disk
+        db = Path(ledger.engine.url.database or "")
+        assert b"Ada Quill" not in db.read_bytes()
+        assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_guards_refuse_and_change_nothing(ledger: Ledger) -> None:
+    ledger.file(make_request(), actor="clerk")
+    with pytest.raises(GuardRefused, match="req-1 is not verified"):
+        ledger.set_status("req-1", S.approved, actor="dpo")
+    with pytest.raises(InvalidStatusMove, match="cannot move from 'received' to 'running'"):
+        ledger.set_status("req-1", S.running, actor="pipeline")  # nothing runs unapproved
+    ledger.set_status("req-1", S.verified, actor="clerk")
+    with pytest.raises(GuardRefused, match="'clerk' filed it and cannot also approve it"):
+        ledger.set_status("req-1", S.approved, actor="clerk")
+    with pytest.raises(GuardRefused, match="a denial needs a reason code"):
+        ledger.set_status("req-1", S.denied, actor="dpo")
+    with pytest.raises(GuardRefused, match="a hold needs a reason code"):
+        ledger.set_status("req-1", S.on_hold, actor="dpo", code="lunch")
+    assert [h.status for h in ledger.get("req-1").history] == [S.received, S.verified]
+    ledger.set_status("req-1", S.on_hold, actor="dpo", code="needs-clarification")
+    with pytest.raises(GuardRefused, match="put on hold from 'verified'"):
+        ledger.set_status("req-1", S.received, actor="dpo")
+    assert ledger.set_status("req-1", S.verified, actor="dpo").status == S.verified
+    assert ledger.verify_chain().ok
+
+
+def test_unverified_duplicate_cannot_be_approved(ledger: Ledger) -> None:
+    ledger.file(make_request("first"), actor="clerk")
+    approve(ledger, "first")
+    dupe = ledger.file(make_request("second", selectors={"names": ["ada  QUILL"]}), actor="clerk")
+    assert dupe.duplicate_of == "first"  # keyed hashes of normalised names match
+    with pytest.raises(GuardRefused, match="second is not verified; it duplicates open request first"):
+        ledger.set_status("second", S.approved, actor="dpo")
+    assert ledger.get("second").status == S.received
 
 
 def test_invalid_moves_are_refused(ledger: Ledger) -> None:
     ledger.file(make_request())
     for status in S:
-        if status not in STATUS_MOVES[S.pending]:
-            with pytest.raises(InvalidStatusMove, match=f"from 'pending' to '{status.value}'"):
-                ledger.set_status("req-1", status)
-    with pytest.raises(InvalidStatusMove, match="allowed from 'pending': rejected, running, scheduled"):
-        ledger.set_status("req-1", S.unlearned)
-    with pytest.raises(InvalidStatusMove, match="unknown status 'done'; valid: pending"):
+        if status not in STATUS_MOVES[S.received]:
+            with pytest.raises(InvalidStatusMove, match=f"to '{status.value}'|not verified"):
+                ledger.set_status("req-1", status, actor="dpo")
+    with pytest.raises(InvalidStatusMove, match="from 'received': cancelled, denied, on-hold, verified"):
+        ledger.set_status("req-1", S.completed)
+    with pytest.raises(InvalidStatusMove, match="unknown status 'done'; valid: received"):
         ledger.set_status("req-1", "done")
     assert len(ledger.get("req-1").history) == 1  # nothing appended by refused moves
 
 
 def test_failed_can_be_retried(ledger: Ledger) -> None:
-    ledger.file(make_request())
-    for status in (S.running, S.failed, S.running, S.unlearned):
-        ledger.set_status("req-1", status)
-    assert [h.status for h in ledger.get("req-1").history][-1] == S.unlearned
+    ledger.file(make_request(), actor="clerk")
+    approve(ledger)
+    for status in (S.running, S.failed, S.running, S.completed):
+        ledger.set_status("req-1", status, actor="pipeline")
+    assert [h.status for h in ledger.get("req-1").history][-1] == S.completed
 
 
 def test_expect_is_compare_and_set(ledger: Ledger) -> None:
     ledger.file(make_request())
-    with pytest.raises(StatusConflict, match="req-1 is 'pending', expected running or scheduled"):
-        ledger.set_status("req-1", S.rejected, expect=[S.scheduled, S.running])
-    assert ledger.set_status("req-1", S.scheduled, expect=S.pending).status == S.scheduled
+    with pytest.raises(StatusConflict, match="req-1 is 'received', expected approved or scheduled"):
+        ledger.set_status("req-1", S.cancelled, "x", expect=[S.scheduled, S.approved])
+    assert ledger.set_status("req-1", S.verified, expect=S.received).status == S.verified
 
 
 def test_unknown_request(ledger: Ledger) -> None:
@@ -177,25 +245,98 @@ def test_unknown_request(ledger: Ledger) -> None:
         ledger.set_status("nope", S.scheduled)
 
 
+# ------------------------------------------------------------------ deadlines
+def test_deadlines_per_regime(ledger: Ledger) -> None:
+    jan31 = datetime(2024, 1, 31, 9, 0, tzinfo=UTC)  # 2024 is a leap year
+    ledger.file(make_request("gdpr", received_at=jan31, deadline=None))
+    ledger.file(make_request("uk", legal_basis="uk-gdpr", received_at=datetime(2023, 1, 31, tzinfo=UTC),
+                             deadline=None))
+    ledger.file(make_request("ccpa", legal_basis="ccpa", received_at=jan31, deadline=None))
+    ledger.file(make_request("copy", legal_basis="copyright", received_at=jan31, deadline=None))
+    assert ledger.get("gdpr").due_at == datetime(2024, 2, 29, 9, 0, tzinfo=UTC)  # month end, leap year
+    assert ledger.get("uk").due_at == datetime(2023, 2, 28, tzinfo=UTC)
+    assert ledger.get("ccpa").due_at == datetime(2024, 3, 16, 9, 0, tzinfo=UTC)  # 45 days
+    assert ledger.get("copy").due_at is None  # no statutory clock
+    extended = ledger.extend("gdpr", "complex request", actor="dpo")
+    assert extended.due_at == datetime(2024, 4, 29, 9, 0, tzinfo=UTC) and extended.extended
+    assert ledger.extend("ccpa", "many systems", actor="dpo").due_at == datetime(2024, 4, 30, 9, tzinfo=UTC)
+    with pytest.raises(GuardRefused, match="already extended once"):
+        ledger.extend("gdpr", "again", actor="dpo")
+    with pytest.raises(GuardRefused, match="needs a reason"):
+        ledger.extend("uk", " ", actor="dpo")
+    with pytest.raises(GuardRefused, match="no statutory deadline"):
+        ledger.extend("copy", "x", actor="dpo")
+    assert [h.event for h in ledger.get("gdpr").history] == ["filed", "extended"]
+
+
+@pytest.mark.parametrize(("start", "months", "end"), [
+    (datetime(2023, 1, 31), 1, datetime(2023, 2, 28)),
+    (datetime(2024, 1, 31), 1, datetime(2024, 2, 29)),
+    (datetime(2024, 3, 31), 1, datetime(2024, 4, 30)),
+    (datetime(2024, 12, 15), 1, datetime(2025, 1, 15)),
+    (datetime(2024, 11, 30), 3, datetime(2025, 2, 28)),
+    (datetime(2024, 5, 1), 2, datetime(2024, 7, 1)),
+])
+def test_calendar_months(start: datetime, months: int, end: datetime) -> None:
+    assert deadlines.add_months(start, months) == end
+
+
+def test_due_flags() -> None:
+    now = datetime(2026, 1, 10, tzinfo=UTC)
+    assert deadlines.flag(now - timedelta(hours=1), now) == "overdue"
+    assert deadlines.flag(now + timedelta(days=3), now) == "due-soon"
+    assert deadlines.flag(now + timedelta(days=30), now) == ""
+    assert deadlines.days_left(now + timedelta(days=3, hours=5), now) == 3
+    assert deadlines.days_left(now - timedelta(hours=5), now) == -1
+
+
+# ------------------------------------------------------------------ the audit hash chain
+def test_audit_chain_detects_an_edited_or_deleted_row(ledger: Ledger) -> None:
+    ledger.file(make_request("a"), actor="clerk")
+    ledger.file(make_request("b", selectors={"subject_ids": ["p9"]}), actor="clerk")
+    approve(ledger, "a")
+    report = ledger.verify_chain()
+    assert report.ok and report.events == 4
+    with ledger.engine.begin() as conn:  # someone rewrites who approved
+        conn.execute(update(audit_table).where(audit_table.c.seq == 4).values(actor="clerk"))
+    report = ledger.verify_chain()
+    assert report.problems == ["event 4 (request a): content does not match its hash (the row was edited)"]
+    with ledger.engine.begin() as conn:
+        conn.execute(update(audit_table).where(audit_table.c.seq == 4).values(actor="dpo"))
+        conn.execute(delete(audit_table).where(audit_table.c.seq == 2))
+    problems = ledger.verify_chain().problems
+    assert any("event 2 is missing" in p for p in problems)
+    assert any("request b" in p and "not the one its audit trail ends in" in p for p in problems)
+
+
 # ------------------------------------------------------------------ queries
 def test_list_and_pending_until(ledger: Ledger) -> None:
     base = datetime(2026, 3, 1, tzinfo=UTC)
     ledger.file(make_request("a", received_at=base, deadline=base + timedelta(days=30)))
-    ledger.file(make_request("b", received_at=base + timedelta(hours=1), deadline=base + timedelta(days=3)))
-    ledger.file(make_request("c", received_at=base + timedelta(hours=2), deadline=None))
-    ledger.file(make_request("d", received_at=base + timedelta(hours=3), deadline=base + timedelta(days=1)))
-    ledger.set_status("d", S.scheduled)
-    assert [r.id for r in ledger.list()] == ["a", "b", "c", "d"]
-    assert [r.id for r in ledger.list(S.pending)] == ["a", "b", "c"]
+    ledger.file(make_request("b", received_at=base + timedelta(hours=1), deadline=base + timedelta(days=3),
+                             selectors={"subject_ids": ["p2"]}))
+    ledger.file(make_request("c", received_at=base + timedelta(hours=2), deadline=None, legal_basis="other",
+                             selectors={"subject_ids": ["p3"]}))
+    ledger.file(make_request("d", received_at=base + timedelta(hours=3), deadline=base + timedelta(days=1),
+                             selectors={"subject_ids": ["p4"]}))
+    ledger.file(make_request("e", received_at=base + timedelta(days=4), deadline=None,
+                             selectors={"subject_ids": ["p5"]}))
+    for rid in "abcde":
+        approve(ledger, rid)
+    ledger.set_status("d", S.scheduled, actor="scheduler", expected_at=base + timedelta(hours=20))
+    assert ledger.get("d").expected_at == base + timedelta(hours=20)
+    assert [r.id for r in ledger.list()] == ["a", "b", "c", "d", "e"]
+    assert [r.id for r in ledger.list(S.approved)] == ["a", "b", "c", "e"]
     assert [r.id for r in ledger.list("scheduled")] == ["d"]
-    assert ledger.list(S.unlearned) == []
-    assert [r.id for r in ledger.pending_until(base + timedelta(days=60))] == ["b", "a"]
-    assert [r.id for r in ledger.pending_until(base + timedelta(days=3))] == ["b"]
-    naive = (base + timedelta(days=3)).replace(tzinfo=None)  # naive means UTC
-    assert [r.id for r in ledger.pending_until(naive)] == ["b"]
-    east = (base + timedelta(days=3)).astimezone(timezone(timedelta(hours=5)))
-    assert [r.id for r in ledger.pending_until(east)] == ["b"]
-    assert ledger.pending_until(base) == []
+    assert ledger.list(S.completed) == []
+    # ready to run, received up to the cutoff, earliest effective deadline first (none last)
+    assert [r.id for r in ledger.pending_until(base + timedelta(days=60))] == ["d", "b", "a", "e", "c"]
+    assert [r.id for r in ledger.pending_until(base + timedelta(days=3))] == ["d", "b", "a", "c"]
+    naive = (base + timedelta(hours=1)).replace(tzinfo=None)  # naive means UTC
+    assert [r.id for r in ledger.pending_until(naive)] == ["b", "a"]
+    east = (base + timedelta(hours=1)).astimezone(timezone(timedelta(hours=5)))
+    assert [r.id for r in ledger.pending_until(east)] == ["b", "a"]
+    assert ledger.pending_until(base - timedelta(seconds=1)) == []
 
 
 @pytest.mark.services
@@ -221,17 +362,17 @@ OWN = 4
 
 
 def _worker(url: str, worker: int) -> int:
-    """Toggle 'shared' pending<->scheduled TOGGLES times (compare-and-set loop), file own requests."""
+    """Toggle 'shared' approved<->scheduled TOGGLES times (compare-and-set loop), file own requests."""
     from unlearnops.ledger import InvalidStatusMove as Invalid
     from unlearnops.ledger import Ledger as Led
     from unlearnops.ledger import StatusConflict as Conflict
 
     with Led(url) as led:
-        led.file(make_request("common"))  # everyone files the same request: one row, no error
+        led.file(make_request("common"), actor="clerk")  # everyone files the same request: one row
         moves = 0
         while moves < TOGGLES:
             current = led.get("shared").status
-            target = S.scheduled if current == S.pending else S.pending
+            target = S.scheduled if current == S.approved else S.approved
             try:
                 led.set_status("shared", target, reason=f"w{worker}-{moves}", actor=f"w{worker}",
                                expect=current)
@@ -239,30 +380,31 @@ def _worker(url: str, worker: int) -> int:
             except (Conflict, Invalid):
                 continue
         for k in range(OWN):
-            led.file(make_request(f"w{worker}-r{k}"))
+            led.file(make_request(f"w{worker}-r{k}", selectors={"record_ids": [f"w{worker}-{k}"]},
+                                  kind="document"), actor="clerk")
         return moves
 
 
 def test_concurrent_writers_lose_no_update(ledger: Ledger) -> None:
-    ledger.file(make_request("shared"))
+    ledger.file(make_request("shared"), actor="clerk")
+    approve(ledger, "shared")
     workers = 4
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers) as pool:
         results = pool.starmap(_worker, [(ledger.url, w) for w in range(workers)])
     assert results == [TOGGLES] * workers
     shared = ledger.get("shared")
-    history = shared.history
-    assert len(history) == 1 + workers * TOGGLES
+    history = shared.history[3:]  # after filed, verified, approved
+    assert len(history) == workers * TOGGLES
     # Every successful change is recorded exactly once, and the chain of statuses is valid.
-    reasons = [h.reason for h in history[1:]]
+    reasons = [h.reason for h in history]
     assert sorted(reasons) == sorted(f"w{w}-{m}" for w in range(workers) for m in range(TOGGLES))
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in zip(shared.history, shared.history[1:], strict=False):
         assert after.status in STATUS_MOVES[before.status], (before, after)
     assert shared.status == history[-1].status
-    with ledger.engine.connect() as conn:
-        seqs = conn.execute(select(history_table.c.seq).where(history_table.c.request_id == "shared")
-                            .order_by(history_table.c.seq)).scalars().all()
-    assert seqs == list(range(1, len(history) + 1))
+    report = ledger.verify_chain()  # one unbroken chain over every writer's events
+    assert report.ok, report.problems
+    assert report.events == 3 + workers * TOGGLES + 1 + workers * OWN
     ids = {r.id for r in ledger.list()}
     assert ids == {"shared", "common"} | {f"w{w}-r{k}" for w in range(workers) for k in range(OWN)}
     assert len(ledger.get("common").history) == 1
@@ -349,7 +491,14 @@ def test_bad_request_files_other(tmp_path: Path) -> None:
         load_request_file(tmp_path / "missing.yaml")
 
 
-def test_hash_subject() -> None:
-    digest = hash_subject("person-0001")
-    assert digest == hashlib.sha256(b"person-0001").hexdigest()
-    assert len(digest) == 64 and digest != hash_subject("person-0002")
+def test_keyed_hash(unlearnops_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearnops.settings import get_settings
+
+    digest = keyed_hash("person-0001")
+    assert len(digest) == 64 and digest != hashlib.sha256(b"person-0001").hexdigest()  # not a dictionary hash
+    assert digest == keyed_hash(" PERSON-0001 ") and digest != keyed_hash("person-0002")
+    key_file = unlearnops_home / "keys" / "hash-secret"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("UNLEARNOPS_HASH_SECRET", "shared-cluster-secret")
+    get_settings.cache_clear()
+    assert keyed_hash("person-0001") != digest  # another key, another hash

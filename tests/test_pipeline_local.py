@@ -19,6 +19,7 @@ from unlearnops.components.ledger import component as ops
 from unlearnops.components.ledger import updates
 
 from unlearnops import storage
+from unlearnops.ledger import InvalidStatusMove
 from unlearnops.types import ForgetRequest, RequestKind, RequestStatus, Selectors
 
 MODEL = "people-qa-test"
@@ -41,11 +42,21 @@ def _ledger() -> Any:
     return Ledger()
 
 
+def _file_approved(ledger: Any, req: ForgetRequest) -> None:
+    """File ``req`` as one person, verify and approve it as another (the ledger's four-eyes rule)."""
+    ledger.file(req, actor="filer")
+    ledger.set_status(req.id, RequestStatus.verified, "identity checked", actor="dpo")
+    ledger.set_status(req.id, RequestStatus.approved, "approved", actor="dpo")
+
+
 # ------------------------------------------------------------------ ledger steps (fast)
 def test_status_moves_and_idempotency(unlearnops_home: Path) -> None:
     with _ledger() as ledger:
-        ledger.file(_request("r1", ["p1"]))
-        ledger.file(_request("r2", ["p2"]))
+        _file_approved(ledger, _request("r1", ["p1"]))
+        _file_approved(ledger, _request("r2", ["p2"]))
+        ledger.file(_request("r3", ["p3"]), actor="filer")
+    with pytest.raises(InvalidStatusMove, match="cannot move from 'received' to 'running'"):
+        updates.mark_running(["r3"], "run-a")  # nothing runs unapproved
     assert ops.check_already_unlearned_op.python_func  # a real KFP component
     assert updates.check_already_unlearned(["r1", "r2"]) == (False, "")
     assert ops.mark_running_op.python_func(request_ids=["r1", "r2"], run_id="run-a") == "r1,r2"
@@ -54,24 +65,28 @@ def test_status_moves_and_idempotency(unlearnops_home: Path) -> None:
     assert ops.mark_done_op.python_func(request_ids=["r1", "r2"], model_name="m", version="7",
                                         run_id="run-a") == "r1,r2"
     assert updates.check_already_unlearned(["r1", "r2"]) == (True, "models:/m/7")
-    # an unlearned request is never moved again
+    # a completed request is never moved again
     assert ops.mark_running_op.python_func(request_ids=["r1"], run_id="run-c") == ""
     with _ledger() as ledger:
-        assert ledger.get("r1").status == RequestStatus.unlearned
+        done = ledger.get("r1")
+    assert done.status == RequestStatus.completed and done.purged and done.selectors.is_empty()
+    assert [c.model_uri for c in done.history if c.status == RequestStatus.completed][0] == "models:/m/7"
 
 
 def test_gate_failure_reason_and_exit_handler(unlearnops_home: Path, tmp_path: Path) -> None:
     with _ledger() as ledger:
-        ledger.file(_request("r1", ["p1"]))
-        ledger.file(_request("r2", ["p2"]))
+        _file_approved(ledger, _request("r1", ["p1"]))
+        _file_approved(ledger, _request("r2", ["p2"]))
     updates.mark_running(["r1"], "run-x")
     moved = ops.mark_failed_op.python_func(request_ids=["r1", "r2"], reasons="forget-rouge: 0.9 > 0.3",
                                            run_id="run-x", model_name="m", version="3")
     assert moved == "r1"  # r2 was never running
     with _ledger() as ledger:
         req = ledger.get("r1")
-    assert req.status == RequestStatus.failed and "forget-rouge" in req.history[-1].reason
-    assert "models:/m/3" in req.history[-1].reason
+    last = req.history[-1]
+    assert req.status == RequestStatus.failed and last.code == updates.GATES_FAILED
+    assert last.gate_reasons == ["forget-rouge: 0.9 > 0.3"] and last.model_uri == "models:/m/3"
+    assert not req.purged  # failed is retried: the selectors are still needed
 
     # exit handler: only requests this run left running, with the failing step named
     updates.mark_running(["r1", "r2"], "run-y")
@@ -85,14 +100,16 @@ def test_gate_failure_reason_and_exit_handler(unlearnops_home: Path, tmp_path: P
               "error": {"code": 1, "message": "Task exit-handler-1 failed."}}
     assert ops.exit_mark_failed_op.python_func(run_root=root, run_id="run-y", status=status) == "r1,r2"
     with _ledger() as ledger:
-        reason = ledger.get("r2").history[-1].reason
-    assert "at step unlearn" in reason and "exit-handler-1 failed" in reason
+        last = ledger.get("r2").history[-1]
+    assert "at step unlearn" in last.reason and "exit-handler-1 failed" in last.reason
+    assert last.code == updates.PIPELINE_FAILED
 
 
-def test_pending_requests_oldest_deadline_first(unlearnops_home: Path) -> None:
+def test_pending_requests_earliest_deadline_first(unlearnops_home: Path) -> None:
     with _ledger() as ledger:
-        ledger.file(_request("late", ["a"], deadline_days=20))
-        ledger.file(_request("soon", ["b"], deadline_days=2))
+        _file_approved(ledger, _request("late", ["a"], deadline_days=20))
+        _file_approved(ledger, _request("soon", ["b"], deadline_days=2))
+        ledger.file(_request("unapproved", ["c"], deadline_days=1), actor="filer")
     out = ops.pending_requests_op.python_func(cutoff="", schedule_time="{{$.pipeline_job_schedule_time_utc}}")
     assert list(out) == [["soon", "late"], 2]
     past = (datetime.now(UTC) - timedelta(days=10)).isoformat().replace("+00:00", "Z")
@@ -141,7 +158,7 @@ def stack(unlearnops_home: Path, tiny_models: Path, bench_data: Path) -> dict[st
     bench_req = json.loads((tiny_models / "forget-request.json").read_text())
     subjects = bench_req["selectors"]["subject_ids"][:2]
     with _ledger() as ledger:
-        ledger.file(_request("erase-1", subjects))
+        _file_approved(ledger, _request("erase-1", subjects))
     return {"corpus": str(bench_data), "reference": str(tiny_models / "reference"),
             "base_version": str(ref.version)}
 
@@ -165,8 +182,8 @@ def test_local_run_promotes_then_rerun_is_idempotent(stack: dict[str, str]) -> N
     assert tags["unlearnops.parent_version"] == str(stack["base_version"])
     with _ledger() as ledger:
         req = ledger.get("erase-1")
-    assert req.status == RequestStatus.unlearned
-    assert f"models:/{MODEL}/{champion}" in req.history[-1].reason
+    assert req.status == RequestStatus.completed and req.purged
+    assert updates.completed_by(req) == f"models:/{MODEL}/{champion}"
     assert {s.name for s in run.steps} >= {"resolve-scope-op", "unlearn-op", "evaluate-op", "promote-op"}
 
     before = _versions()
@@ -187,7 +204,8 @@ def test_local_run_gate_failure_keeps_champion(stack: dict[str, str]) -> None:
     assert len(rejected) == 1 and rejected[0]["unlearnops.gate"] == "failed"
     with _ledger() as ledger:
         req = ledger.get("erase-1")
-    assert req.status == RequestStatus.failed and "impossible-utility" in req.history[-1].reason
+    assert req.status == RequestStatus.failed and req.history[-1].code == updates.GATES_FAILED
+    assert any("impossible-utility" in r for r in req.history[-1].gate_reasons)
 
 
 @pytest.mark.slow

@@ -1,20 +1,32 @@
-"""The request ledger: every ForgetRequest, its status and its append-only status history.
+"""The request ledger: every ForgetRequest, its status, and a tamper-evident audit trail.
 
-Stored through SQLAlchemy 2 (a SQLite file by default, PostgreSQL by URL) in two tables:
-``requests`` (one row per request: id, kind, status, deadline, received_at, the request
-document as JSON and a ``version`` counter) and ``request_history`` (one row per status change,
-never updated). Concurrent writers lose no update: every write transaction locks the row it
-changes (``SELECT ... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite, which takes
-the database write lock up front) and the ``UPDATE`` also checks the version it read
-(optimistic concurrency); a conflict, a busy database or a deadlock is retried (tenacity).
-Status moves are validated against :data:`unlearnops.types.STATUS_MOVES`.
+Stored through SQLAlchemy 2 (a SQLite file by default, PostgreSQL by URL) in three tables:
+
+- ``forget_requests``: one row per request — status, dates (received, requested deadline,
+  effective ``due_at``), filer, external reference, and the request document *without* its
+  raw selectors (it keeps their keyed hashes);
+- ``request_selectors``: the raw selectors, kept apart and overwritten when the request reaches
+  a final status (completed, denied, cancelled); SQLite runs with ``secure_delete`` so the old
+  bytes are zeroed on disk, and the database file is made 0600;
+- ``audit_events``: append-only, one row per event (filing, status move, extension, purge), each
+  carrying the SHA-256 of the previous event (a hash chain over the whole ledger):
+  :meth:`Ledger.verify_chain` finds an edited, inserted or deleted row.
+
+Guards live here, not in the callers (:class:`GuardRefused`): nothing runs unapproved, the
+approver is never the filer, a denial or hold carries a reason code, a request leaves on-hold to
+where it was. Deadlines follow :mod:`unlearnops.deadlines`. Concurrent writers lose no update:
+every write locks the row it changes (``SELECT ... FOR UPDATE`` on PostgreSQL; ``BEGIN
+IMMEDIATE`` on SQLite) and checks the version it read; a conflict, a busy database or a
+deadlock is retried (tenacity).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +35,7 @@ import yaml
 from pydantic import ValidationError
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -41,36 +54,72 @@ from sqlalchemy.engine import Connection, Engine, Row, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from . import storage
+from . import deadlines, storage
+from .keyed_hash import current_actor, keyed_hashes
 from .settings import get_settings
-from .types import STATUS_MOVES, ForgetRequest, RequestStatus, StatusChange, utcnow
+from .types import (
+    DENY_CODES,
+    FINAL_STATUSES,
+    HOLD_CODES,
+    STATUS_MOVES,
+    ForgetRequest,
+    RequestStatus,
+    Selectors,
+    StatusChange,
+    utcnow,
+)
 
 T = TypeVar("T")
+S = RequestStatus
 
 metadata = MetaData()
 
 requests_table = Table(
-    "requests",
+    "forget_requests",
     metadata,
     Column("id", String(128), primary_key=True),
     Column("kind", String(16), nullable=False),
+    Column("legal_basis", String(16), nullable=False),
     Column("status", String(16), nullable=False, index=True),
-    Column("deadline", DateTime(), nullable=True, index=True),  # naive UTC
-    Column("received_at", DateTime(), nullable=False),  # naive UTC
-    Column("document", JSON, nullable=False),  # the request without status/history
-    Column("version", Integer, nullable=False),  # = number of history rows
+    Column("received_at", DateTime(), nullable=False),  # naive UTC (all times here)
+    Column("deadline", DateTime(), nullable=True),  # the deadline asked for, if any
+    Column("due_at", DateTime(), nullable=True, index=True),  # effective deadline
+    Column("extended", Boolean, nullable=False, default=False),
+    Column("expected_at", DateTime(), nullable=True),  # expected completion (scheduled run)
+    Column("filed_by", String(256), nullable=False),
+    Column("external_ref", String(256), nullable=False, default=""),
+    Column("duplicate_of", String(128), nullable=False, default=""),
+    Column("held_from", String(16), nullable=False, default=""),
+    Column("document", JSON, nullable=False),  # the request without status/history/raw selectors
+    Column("version", Integer, nullable=False),  # = number of audit events of this request
 )
 
-history_table = Table(
-    "request_history",
+selectors_table = Table(
+    "request_selectors",
     metadata,
-    Column("request_id", String(128), ForeignKey("requests.id"), primary_key=True),
-    Column("seq", Integer, primary_key=True),  # 1 = filed; the request's version after the change
-    Column("at", DateTime(), nullable=False),  # naive UTC
+    Column("request_id", String(128), ForeignKey("forget_requests.id"), primary_key=True),
+    Column("selectors", JSON, nullable=False),  # {} once purged
+    Column("purged_at", DateTime(), nullable=True),
+)
+
+audit_table = Table(
+    "audit_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # 1, 2, ... over the ledger
+    Column("request_id", String(128), ForeignKey("forget_requests.id"), nullable=False, index=True),
+    Column("at", DateTime(), nullable=False),
+    Column("event", String(16), nullable=False),
     Column("status", String(16), nullable=False),
     Column("reason", Text, nullable=False),
+    Column("code", String(64), nullable=False),
     Column("actor", String(256), nullable=False),
+    Column("details", JSON, nullable=False),  # run_id, model_uri, gate_reasons (no personal data)
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
 )
+
+GENESIS = "0" * 64
+_DETAIL_FIELDS = ("run_id", "model_uri", "gate_reasons")
 
 
 # ------------------------------------------------------------------ errors
@@ -87,6 +136,10 @@ class RequestNotFound(LedgerError, KeyError):
 
 class InvalidStatusMove(LedgerError, ValueError):
     """The status change is not allowed by STATUS_MOVES."""
+
+
+class GuardRefused(InvalidStatusMove):
+    """A lifecycle guard refused the move (self-approval, missing reason code, ...)."""
 
 
 class StatusConflict(LedgerError):
@@ -106,9 +159,11 @@ class _VersionConflict(Exception):
 
 
 # ------------------------------------------------------------------ helpers
-def hash_subject(subject_id: str) -> str:
-    """SHA-256 hex digest of a data-subject id (certificates carry hashes, never raw ids)."""
-    return hashlib.sha256(subject_id.encode("utf-8")).hexdigest()
+def selector_hashes(selectors: Selectors) -> list[str]:
+    """Keyed hashes of every selector value (what the audit record keeps instead of the values)."""
+    values = [v for field, value in selectors.model_dump().items() if value
+              for v in (value if isinstance(value, list) else [value])]
+    return keyed_hashes(values)
 
 
 def _utc(value: datetime) -> datetime:
@@ -121,17 +176,21 @@ def _db_time(value: datetime | None) -> datetime | None:
     return None if value is None else _utc(value).replace(tzinfo=None)
 
 
-def _normalized(req: ForgetRequest) -> ForgetRequest:
-    return req.model_copy(update={
-        "received_at": _utc(req.received_at),
-        "deadline": _utc(req.deadline) if req.deadline else None,
-    })
+def _opt_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
 
 
-def _content(req: ForgetRequest, with_received: bool) -> dict[str, Any]:
-    """What makes two filings 'the same request' (status/history and default times excluded)."""
-    exclude = {"status", "history"} | (set() if with_received else {"received_at"})
-    return req.model_dump(mode="json", exclude=exclude)
+#: Fields the ledger sets (never part of a request's identity or its stored document).
+_LEDGER_FIELDS = {"status", "history", "selectors", "filed_by", "due_at", "extended", "expected_at",
+                  "duplicate_of", "selector_hashes", "purged"}
+
+
+def _document(req: ForgetRequest, with_received: bool) -> dict[str, Any]:
+    """The stored document (and what makes two filings 'the same request'): no raw selectors."""
+    exclude = _LEDGER_FIELDS | (set() if with_received else {"received_at"})
+    doc = req.model_dump(mode="json", exclude=exclude)
+    doc["selector_hashes"] = req.selector_hashes or selector_hashes(req.selectors)
+    return doc
 
 
 def _transient(err: BaseException) -> bool:
@@ -141,6 +200,16 @@ def _transient(err: BaseException) -> bool:
         text = str(err).lower()
         return any(w in text for w in ("locked", "busy", "deadlock", "serialize", "could not obtain lock"))
     return False
+
+
+def event_hash(prev: str, row: dict[str, Any]) -> str:
+    """SHA-256 over the previous hash and the event's canonical JSON (sorted keys)."""
+    body = {k: row[k] for k in ("seq", "request_id", "event", "status", "reason", "code", "actor",
+                                "details")}
+    at = row["at"]
+    body["at"] = (_db_time(at) if isinstance(at, datetime) else at).isoformat()  # type: ignore[union-attr]
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{prev}\n{text}".encode()).hexdigest()
 
 
 # ------------------------------------------------------------------ engine
@@ -153,12 +222,15 @@ def _make_engine(url: str) -> Engine:
     db = parsed.database
     if db and db != ":memory:" and not db.startswith("file:"):
         Path(db).parent.mkdir(parents=True, exist_ok=True)
+        if not Path(db).exists():  # the ledger holds raw selectors until purge: owner-only
+            os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
     engine = create_engine(parsed, connect_args={"timeout": 60})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # pysqlite must not BEGIN on its own; we do below
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
+        dbapi_conn.execute("PRAGMA secure_delete=ON")  # overwritten selectors are zeroed on disk
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -169,12 +241,25 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
+@dataclass(frozen=True)
+class ChainReport:
+    """What :meth:`Ledger.verify_chain` found: events checked and the problems (empty = intact)."""
+
+    events: int
+    problems: list[str]
+    head: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
 # ------------------------------------------------------------------ the ledger
 _Requests = list[ForgetRequest]
 
 
 class Ledger:
-    """Forget requests and their status history in a SQL database (SQLite or PostgreSQL)."""
+    """Forget requests, their lifecycle and audit trail in a SQL database (SQLite or PostgreSQL)."""
 
     def __init__(self, url: str | None = None, *, max_attempts: int = 50) -> None:
         self.url = url or get_settings().ledger_sqlalchemy_url
@@ -202,6 +287,7 @@ class Ledger:
     def _retry(self, fn: Callable[[], T]) -> T:
         return self._retrying.copy()(fn)
 
+    # -------------------------------------------------------------- rows → documents
     @staticmethod
     def _txn_rows(conn: Connection, rows: Iterable[Row[Any]]) -> _Requests:
         rows = list(rows)
@@ -209,30 +295,62 @@ class Ledger:
             return []
         ids = [row.id for row in rows]
         history: dict[str, list[StatusChange]] = {i: [] for i in ids}
-        for h in conn.execute(
-            select(history_table).where(history_table.c.request_id.in_(ids))
-            .order_by(history_table.c.request_id, history_table.c.seq)
-        ):
-            history[h.request_id].append(StatusChange(at=_utc(h.at), status=RequestStatus(h.status),
-                                                      reason=h.reason, actor=h.actor))
-        return [ForgetRequest.model_validate({**row.document, "status": row.status,
-                                              "history": history[row.id]}) for row in rows]
+        for h in conn.execute(select(audit_table).where(audit_table.c.request_id.in_(ids))
+                              .order_by(audit_table.c.seq)):
+            details = {k: v for k, v in (h.details or {}).items() if k in _DETAIL_FIELDS}
+            history[h.request_id].append(StatusChange(
+                at=_utc(h.at), status=RequestStatus(h.status), event=h.event, reason=h.reason,
+                code=h.code, actor=h.actor, **details))
+        raw = {r.request_id: r for r in conn.execute(
+            select(selectors_table).where(selectors_table.c.request_id.in_(ids)))}
+        out = []
+        for row in rows:
+            sel = raw.get(row.id)
+            purged = sel is None or sel.purged_at is not None
+            out.append(ForgetRequest.model_validate({
+                **row.document, "selectors": {} if purged else sel.selectors, "purged": purged,
+                "status": row.status, "history": history[row.id], "filed_by": row.filed_by,
+                "due_at": _opt_utc(row.due_at), "extended": bool(row.extended),
+                "expected_at": _opt_utc(row.expected_at), "duplicate_of": row.duplicate_of,
+            }))
+        return out
+
+    @staticmethod
+    def _append(conn: Connection, request_id: str, event_name: str, status: RequestStatus, *,
+                reason: str = "", code: str = "", actor: str = "",
+                details: dict[str, Any] | None = None, at: datetime | None = None) -> None:
+        """Append one event to the chain (a concurrent appender makes the insert conflict: retried)."""
+        last = conn.execute(select(audit_table.c.seq, audit_table.c.hash)
+                            .order_by(audit_table.c.seq.desc()).limit(1).with_for_update()).first()
+        seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
+        row = {"seq": seq, "request_id": request_id, "at": _db_time(at or utcnow()), "event": event_name,
+               "status": status.value, "reason": reason, "code": code, "actor": actor,
+               "details": details or {}}
+        try:
+            conn.execute(insert(audit_table).values(**row, prev_hash=prev, hash=event_hash(prev, row)))
+        except IntegrityError as err:
+            raise _VersionConflict(request_id) from err
 
     # -------------------------------------------------------------- writes
-    def file(self, req: ForgetRequest) -> ForgetRequest:
-        """Record a new request as ``pending`` (filing the identical request again is a no-op)."""
-        return self.file_many([req])[0]
+    def file(self, req: ForgetRequest, actor: str = "") -> ForgetRequest:
+        """Record a new request as ``received`` (filing the identical request again is a no-op)."""
+        return self.file_many([req], actor)[0]
 
     def file_many(self, reqs: Iterable[ForgetRequest], actor: str = "") -> _Requests:
-        """File several requests in one transaction: all are recorded, or none is."""
+        """File several requests in one transaction: all are recorded, or none is.
+
+        ``actor`` (default: the configured or OS user) is the filer; the ``requester`` field
+        is what the data subject or their agent wrote, not an identity.
+        """
         reqs = list(reqs)
+        actor = actor or current_actor()
         seen: set[str] = set()
         for req in reqs:
             if req.id in seen:
                 raise DuplicateRequest(f"request id {req.id!r} appears twice; ids must be unique")
             seen.add(req.id)
-            if req.status != RequestStatus.pending or req.history:
-                raise LedgerError(f"request {req.id}: a new request is filed as 'pending' with no "
+            if req.status != S.received or req.history:
+                raise LedgerError(f"request {req.id}: a new request is filed as 'received' with no "
                                   f"history; remove 'status'/'history' (got status {req.status.value!r})")
 
         def attempt() -> _Requests:
@@ -245,34 +363,43 @@ class Ledger:
         return self._retry(attempt)
 
     def _file_one(self, conn: Connection, req: ForgetRequest, actor: str) -> ForgetRequest:
-        explicit_time = "received_at" in req.model_fields_set  # before the copy below marks it set
-        req = _normalized(req)
+        explicit_time = "received_at" in req.model_fields_set
+        req = req.model_copy(update={"selector_hashes": selector_hashes(req.selectors)})
         row = conn.execute(
             select(requests_table).where(requests_table.c.id == req.id).with_for_update()
         ).first()
         if row is not None:
             [stored] = self._txn_rows(conn, [row])
-            if _content(stored, explicit_time) != _content(req, explicit_time):
+            if _document(stored, explicit_time) != _document(req, explicit_time):
                 raise DuplicateRequest(
                     f"request {req.id} is already filed with different content; "
                     "use a new id (the ledger never overwrites a request)"
                 )
             return stored
-        now = utcnow()
+        due = deadlines.effective_due(req.legal_basis, req.received_at, req.deadline)
         conn.execute(insert(requests_table).values(
-            id=req.id, kind=req.kind.value, status=RequestStatus.pending.value,
-            deadline=_db_time(req.deadline), received_at=_db_time(req.received_at),
-            document=_content(req, True), version=1,
+            id=req.id, kind=req.kind.value, legal_basis=req.legal_basis.value, status=S.received.value,
+            received_at=_db_time(req.received_at), deadline=_db_time(req.deadline), due_at=_db_time(due),
+            extended=False, filed_by=actor, external_ref=req.external_ref,
+            duplicate_of=self._duplicate_of(conn, req), held_from="",
+            document=_document(req, True), version=1,
         ))
-        conn.execute(insert(history_table).values(
-            request_id=req.id, seq=1, at=_db_time(now), status=RequestStatus.pending.value,
-            reason="filed", actor=actor or req.requester,
-        ))
-        return req.model_copy(update={
-            "status": RequestStatus.pending,
-            "history": [StatusChange(at=now, status=RequestStatus.pending, reason="filed",
-                                     actor=actor or req.requester)],
-        })
+        conn.execute(insert(selectors_table).values(
+            request_id=req.id, selectors=req.selectors.model_dump(mode="json"), purged_at=None))
+        self._append(conn, req.id, "filed", S.received, reason="filed", actor=actor)
+        fresh = conn.execute(select(requests_table).where(requests_table.c.id == req.id)).one()
+        return self._txn_rows(conn, [fresh])[0]
+
+    @staticmethod
+    def _duplicate_of(conn: Connection, req: ForgetRequest) -> str:
+        """The first open request sharing a selector hash with ``req`` ('' if none)."""
+        mine = set(req.selector_hashes)
+        for row in conn.execute(select(requests_table.c.id, requests_table.c.document)
+                                .where(requests_table.c.status.not_in([s.value for s in FINAL_STATUSES]))
+                                .order_by(requests_table.c.received_at, requests_table.c.id)):
+            if mine & set(row.document.get("selector_hashes", [])):
+                return str(row.id)
+        return ""
 
     def set_status(
         self,
@@ -281,52 +408,103 @@ class Ledger:
         reason: str = "",
         actor: str = "",
         *,
+        code: str = "",
         expect: RequestStatus | Iterable[RequestStatus] | None = None,
+        run_id: str = "",
+        model_uri: str = "",
+        gate_reasons: Iterable[str] = (),
+        expected_at: datetime | None = None,
     ) -> ForgetRequest:
-        """Move a request to ``status`` (validated against STATUS_MOVES) and append to its history.
+        """Move a request to ``status`` (STATUS_MOVES and the guards) and append an audit event.
 
         ``expect``: only move if the current status is this one (or one of these), else
         :class:`StatusConflict` — a compare-and-set for callers that read the status first.
+        Reaching a final status purges (overwrites) the raw selectors.
         """
         new = _status(status)
+        actor = actor or current_actor()
         wanted = None if expect is None else (
             {_status(expect)} if isinstance(expect, str) else {_status(s) for s in expect})
+        details = {k: v for k, v in (("run_id", run_id), ("model_uri", model_uri),
+                                     ("gate_reasons", list(gate_reasons))) if v}
 
         def attempt() -> ForgetRequest:
             with self.engine.begin() as conn:
-                row = conn.execute(
-                    select(requests_table).where(requests_table.c.id == request_id).with_for_update()
-                ).first()
-                if row is None:
-                    raise RequestNotFound(f"no request {request_id!r} in the ledger ({self._where()})")
+                row = self._locked(conn, request_id)
                 current = RequestStatus(row.status)
                 if wanted is not None and current not in wanted:
                     raise StatusConflict(
                         f"request {request_id} is {current.value!r}, expected "
                         f"{' or '.join(sorted(s.value for s in wanted))}")
-                if new not in STATUS_MOVES[current]:
-                    allowed = ", ".join(sorted(s.value for s in STATUS_MOVES[current])) or "none (final)"
-                    raise InvalidStatusMove(
-                        f"request {request_id}: cannot move from {current.value!r} to {new.value!r}; "
-                        f"allowed from {current.value!r}: {allowed}")
-                done = conn.execute(
-                    update(requests_table)
-                    .where(requests_table.c.id == request_id, requests_table.c.version == row.version)
-                    .values(status=new.value, version=row.version + 1)
-                )
-                if done.rowcount != 1:
-                    raise _VersionConflict(request_id)
-                try:
-                    conn.execute(insert(history_table).values(
-                        request_id=request_id, seq=row.version + 1, at=_db_time(utcnow()),
-                        status=new.value, reason=reason, actor=actor,
-                    ))
-                except IntegrityError as err:
-                    raise _VersionConflict(request_id) from err
-                fresh = conn.execute(select(requests_table).where(requests_table.c.id == request_id)).one()
-                return self._txn_rows(conn, [fresh])[0]
+                _check_move(row, current, new, actor, code, reason)
+                values: dict[str, Any] = {"status": new.value, "version": row.version + 1,
+                                          "held_from": current.value if new == S.on_hold else ""}
+                if new == S.scheduled:
+                    values["expected_at"] = _db_time(expected_at)
+                self._update(conn, row, values)
+                self._append(conn, request_id, "status", new, reason=reason, code=code, actor=actor,
+                              details=details)
+                if new in FINAL_STATUSES:
+                    self._purge(conn, request_id, new, actor)
+                return self._fresh(conn, request_id)
 
         return self._retry(attempt)
+
+    def extend(self, request_id: str, reason: str, actor: str = "") -> ForgetRequest:
+        """Extend the statutory deadline once (GDPR +2 months, CCPA +45 days), with a reason."""
+        actor = actor or current_actor()
+        if not reason.strip():
+            raise GuardRefused(f"request {request_id}: an extension needs a reason (it is recorded "
+                               "and must be told to the requester); pass --reason")
+
+        def attempt() -> ForgetRequest:
+            with self.engine.begin() as conn:
+                row = self._locked(conn, request_id)
+                req = self._txn_rows(conn, [row])[0]
+                if row.extended:
+                    raise GuardRefused(f"request {request_id} was already extended once; "
+                                       "the law allows one extension")
+                if RequestStatus(row.status) in FINAL_STATUSES:
+                    raise GuardRefused(f"request {request_id} is {row.status!r} (final); nothing to extend")
+                if not deadlines.can_extend(req.legal_basis):
+                    raise GuardRefused(f"request {request_id}: a {req.legal_basis.value} request has no "
+                                       "statutory deadline to extend")
+                due = deadlines.effective_due(req.legal_basis, req.received_at, None, extended=True)
+                self._update(conn, row, {"extended": True, "due_at": _db_time(due),
+                                         "version": row.version + 1})
+                self._append(conn, request_id, "extended", RequestStatus(row.status), reason=reason,
+                              actor=actor)
+                return self._fresh(conn, request_id)
+
+        return self._retry(attempt)
+
+    def _locked(self, conn: Connection, request_id: str) -> Row[Any]:
+        row = conn.execute(
+            select(requests_table).where(requests_table.c.id == request_id).with_for_update()
+        ).first()
+        if row is None:
+            raise RequestNotFound(f"no request {request_id!r} in the ledger ({self._where()})")
+        return row
+
+    @staticmethod
+    def _update(conn: Connection, row: Row[Any], values: dict[str, Any]) -> None:
+        done = conn.execute(update(requests_table)
+                            .where(requests_table.c.id == row.id, requests_table.c.version == row.version)
+                            .values(**values))
+        if done.rowcount != 1:
+            raise _VersionConflict(row.id)
+
+    def _purge(self, conn: Connection, request_id: str, status: RequestStatus, actor: str) -> None:
+        """Overwrite the raw selectors (the audit record keeps their keyed hashes)."""
+        conn.execute(update(selectors_table).where(selectors_table.c.request_id == request_id)
+                     .values(selectors={}, purged_at=_db_time(utcnow())))
+        row = self._locked(conn, request_id)
+        self._update(conn, row, {"version": row.version + 1})
+        self._append(conn, request_id, "purged", status, reason="raw selectors overwritten", actor=actor)
+
+    def _fresh(self, conn: Connection, request_id: str) -> ForgetRequest:
+        fresh = conn.execute(select(requests_table).where(requests_table.c.id == request_id)).one()
+        return self._txn_rows(conn, [fresh])[0]
 
     # -------------------------------------------------------------- reads
     def get(self, request_id: str) -> ForgetRequest:
@@ -348,13 +526,17 @@ class Ledger:
         return self._read(query)
 
     def pending_until(self, cutoff: datetime) -> _Requests:
-        """Pending requests whose deadline is at or before ``cutoff``, oldest deadline first."""
+        """Requests ready to run (approved or scheduled) received at or before ``cutoff``.
+
+        Earliest effective deadline first (none last), then oldest received: the one order the
+        compliance batch takes them in.
+        """
+        due = requests_table.c.due_at
         query = (
             select(requests_table)
-            .where(requests_table.c.status == RequestStatus.pending.value,
-                   requests_table.c.deadline.is_not(None),
-                   requests_table.c.deadline <= _db_time(cutoff))
-            .order_by(requests_table.c.deadline, requests_table.c.received_at, requests_table.c.id)
+            .where(requests_table.c.status.in_([S.approved.value, S.scheduled.value]),
+                   requests_table.c.received_at <= _db_time(cutoff))
+            .order_by(due.is_(None), due, requests_table.c.received_at, requests_table.c.id)
         )
         return self._read(query)
 
@@ -365,8 +547,73 @@ class Ledger:
 
         return self._retry(attempt)
 
+    def verify_chain(self) -> ChainReport:
+        """Recompute the audit hash chain; report edited, missing or reordered events."""
+        def attempt() -> ChainReport:
+            with self.engine.begin() as conn:
+                events = list(conn.execute(select(audit_table).order_by(audit_table.c.seq)))
+                rows = list(conn.execute(select(requests_table.c.id, requests_table.c.status,
+                                                requests_table.c.version)))
+            return _check_chain(events, rows)
+
+        return self._retry(attempt)
+
     def _where(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
+
+
+def _check_chain(events: list[Row[Any]], rows: list[Row[Any]]) -> ChainReport:
+    problems: list[str] = []
+    prev = GENESIS
+    last_status: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for expected_seq, ev in enumerate(events, start=1):
+        row = ev._asdict()
+        if ev.seq != expected_seq:
+            problems.append(f"event {expected_seq} is missing (found {ev.seq} next): a row was deleted")
+        if ev.prev_hash != prev:
+            problems.append(f"event {ev.seq}: previous-hash link broken (a row was deleted or inserted)")
+        if event_hash(ev.prev_hash, row) != ev.hash:
+            problems.append(f"event {ev.seq} (request {ev.request_id}): content does not match its hash "
+                            "(the row was edited)")
+        prev = ev.hash
+        last_status[ev.request_id] = ev.status
+        counts[ev.request_id] = counts.get(ev.request_id, 0) + 1
+    for r in rows:
+        if last_status.get(r.id) != r.status:
+            problems.append(f"request {r.id}: status {r.status!r} is not the one its audit trail ends in "
+                            f"({last_status.get(r.id)!r})")
+        elif counts.get(r.id) != r.version:
+            problems.append(f"request {r.id}: {counts.get(r.id, 0)} audit event(s) for version {r.version}")
+    return ChainReport(len(events), problems, prev)
+
+
+def _check_move(row: Row[Any], current: RequestStatus, new: RequestStatus, actor: str, code: str,
+                reason: str) -> None:
+    """The lifecycle guards; :class:`GuardRefused` / :class:`InvalidStatusMove` say what to do."""
+    rid = row.id
+    if new == S.approved and current == S.received:
+        dup = f"; it duplicates open request {row.duplicate_of}, so it needs its own verification" \
+            if row.duplicate_of else ""
+        raise GuardRefused(f"request {rid} is not verified{dup}: verify the requester's identity first "
+                           f"(`unlearnops request verify {rid}`), then approve")
+    if new not in STATUS_MOVES[current]:
+        allowed = ", ".join(sorted(s.value for s in STATUS_MOVES[current])) or "none (final)"
+        raise InvalidStatusMove(
+            f"request {rid}: cannot move from {current.value!r} to {new.value!r}; "
+            f"allowed from {current.value!r}: {allowed}")
+    if current == S.on_hold and new not in (S.denied, S.cancelled) and new.value != row.held_from:
+        raise GuardRefused(f"request {rid} was put on hold from {row.held_from!r}; it resumes there "
+                           f"(or is denied/cancelled), not at {new.value!r}")
+    if new == S.approved and current != S.on_hold and actor == row.filed_by:
+        raise GuardRefused(f"request {rid}: {actor!r} filed it and cannot also approve it; "
+                           "another person must approve (four-eyes rule)")
+    if new == S.denied and code not in DENY_CODES:
+        raise GuardRefused(f"request {rid}: a denial needs a reason code, one of {', '.join(DENY_CODES)}")
+    if new == S.on_hold and code not in HOLD_CODES:
+        raise GuardRefused(f"request {rid}: a hold needs a reason code, one of {', '.join(HOLD_CODES)}")
+    if new == S.cancelled and not reason.strip():
+        raise GuardRefused(f"request {rid}: a cancellation needs a reason")
 
 
 def _status(value: RequestStatus | str) -> RequestStatus:

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 
 def utcnow() -> datetime:
@@ -33,6 +41,7 @@ class RequestKind(enum.StrEnum):
 
 class LegalBasis(enum.StrEnum):
     gdpr_art17 = "gdpr-art17"
+    uk_gdpr = "uk-gdpr"
     ccpa = "ccpa"
     copyright = "copyright"
     safety = "safety"
@@ -40,57 +49,131 @@ class LegalBasis(enum.StrEnum):
 
 
 class RequestStatus(enum.StrEnum):
-    pending = "pending"
+    """A request's lifecycle (after the DSAR platforms Fides, Transcend and OneTrust)."""
+
+    received = "received"
+    verified = "verified"
+    approved = "approved"
     scheduled = "scheduled"
     running = "running"
-    unlearned = "unlearned"
-    rejected = "rejected"
+    completed = "completed"
+    denied = "denied"
+    cancelled = "cancelled"
     failed = "failed"
+    on_hold = "on-hold"
 
 
-#: Allowed status moves (pending → scheduled → running → unlearned | rejected | failed).
+S_ = RequestStatus
+#: Allowed status moves. ``failed`` is retried (back to approved/scheduled/running); ``on-hold``
+#: returns to the status it was put on hold from (the ledger checks which). Final: completed,
+#: denied, cancelled — the raw selectors are purged there.
 STATUS_MOVES: dict[RequestStatus, set[RequestStatus]] = {
-    RequestStatus.pending: {RequestStatus.scheduled, RequestStatus.running, RequestStatus.rejected},
-    RequestStatus.scheduled: {RequestStatus.running, RequestStatus.pending, RequestStatus.rejected},
-    RequestStatus.running: {RequestStatus.unlearned, RequestStatus.rejected, RequestStatus.failed},
-    RequestStatus.failed: {RequestStatus.pending, RequestStatus.scheduled, RequestStatus.running},
-    RequestStatus.rejected: {RequestStatus.pending},
-    RequestStatus.unlearned: set(),
+    S_.received: {S_.verified, S_.denied, S_.cancelled, S_.on_hold},
+    S_.verified: {S_.approved, S_.denied, S_.cancelled, S_.on_hold},
+    S_.approved: {S_.scheduled, S_.running, S_.cancelled, S_.on_hold},
+    S_.scheduled: {S_.running, S_.approved, S_.cancelled, S_.on_hold},
+    S_.running: {S_.completed, S_.failed},
+    S_.failed: {S_.approved, S_.scheduled, S_.running, S_.denied, S_.cancelled},
+    S_.on_hold: {S_.received, S_.verified, S_.approved, S_.scheduled, S_.denied, S_.cancelled},
+    S_.completed: set(),
+    S_.denied: set(),
+    S_.cancelled: set(),
 }
+FINAL_STATUSES: frozenset[RequestStatus] = frozenset({S_.completed, S_.denied, S_.cancelled})
+#: Reason codes a denial or a hold must carry.
+DENY_CODES: tuple[str, ...] = ("identity-not-verified", "exemption", "manifestly-unfounded",
+                               "duplicate", "no-data-found", "other")
+HOLD_CODES: tuple[str, ...] = ("legal-hold", "needs-clarification", "internal-discussion")
+
+#: Size limits of user text (characters): ids and names, free text, selector lists.
+MAX_NAME, MAX_TEXT, MAX_ITEMS = 256, 4000, 10_000
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character; remove it")
+    return value
+
+
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME), AfterValidator(_no_nul)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(_no_nul)]
 
 
 class Selectors(Doc):
     """What a request points at; which fields apply depends on the request kind."""
 
-    subject_ids: list[str] = Field(default_factory=list, description="data-subject ids (kind subject)")
-    names: list[str] = Field(default_factory=list, description="name strings to find in free text")
-    record_ids: list[str] = Field(default_factory=list, description="record ids (kind document)")
-    content_sha256: list[str] = Field(default_factory=list, description="content hashes (kind document)")
-    patterns: list[str] = Field(default_factory=list, description="regexes (kind pattern)")
-    keywords: list[str] = Field(default_factory=list, description="literal keywords (kind pattern)")
-    examples_uri: str | None = Field(None, description="URI of forget examples (kind examples)")
+    subject_ids: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS,
+                                    description="data-subject ids (kind subject)")
+    names: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS,
+                              description="name strings to find in free text")
+    record_ids: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS,
+                                   description="record ids (kind document)")
+    content_sha256: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS,
+                                       description="content hashes (kind document)")
+    patterns: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS,
+                                 description="regexes (kind pattern)")
+    keywords: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS,
+                                 description="literal keywords (kind pattern)")
+    examples_uri: Text | None = Field(None, description="URI of forget examples (kind examples)")
+
+    def is_empty(self) -> bool:
+        return not any(self.model_dump().values())
 
 
 class StatusChange(Doc):
+    """One audit event of a request: a status move, a filing, an extension or a purge."""
+
     at: datetime
     status: RequestStatus
+    event: Literal["filed", "status", "extended", "purged", "scheduled"] = "status"
     reason: str = ""
+    code: str = Field("", description="reason code (denial, hold, or e.g. 'gates-failed')")
     actor: str = ""
+    run_id: str = ""
+    model_uri: str = Field("", description="models:/NAME/VERSION: the promoted (completed) or "
+                                        "rejected (failed) candidate")
+    gate_reasons: list[str] = Field(default_factory=list, description="failed gates of a gate failure")
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """UTC; a naive time is taken to be UTC (normalised at filing, so later reads never mix kinds)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class ForgetRequest(Doc):
-    """A request to make the model forget something (GDPR Art. 17, CCPA, copyright, safety)."""
+    """A request to make the model forget something (GDPR Art. 17, CCPA, copyright, safety).
+
+    The ledger keeps ``selectors`` apart from the audit record and purges them at a final status;
+    ``selector_hashes`` (keyed hashes) stay. ``due_at`` is the effective deadline the ledger
+    computed from the regime (and ``deadline``, when an earlier one was asked for).
+    """
 
     id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
     kind: RequestKind
     selectors: Selectors
     legal_basis: LegalBasis
-    legal_basis_detail: str = ""
-    requester: str = Field(min_length=1)
+    legal_basis_detail: Text = ""
+    requester: Name = Field(min_length=1)
+    external_ref: Name = Field("", description="the upstream DSAR platform's reference")
     received_at: datetime = Field(default_factory=utcnow)
     deadline: datetime | None = None
-    status: RequestStatus = RequestStatus.pending
+    status: RequestStatus = RequestStatus.received
     history: list[StatusChange] = Field(default_factory=list)
+    # set by the ledger
+    filed_by: str = ""
+    due_at: datetime | None = None
+    extended: bool = False
+    expected_at: datetime | None = Field(None, description="expected completion (the scheduled run)")
+    duplicate_of: str = ""
+    selector_hashes: list[str] = Field(default_factory=list)
+    purged: bool = Field(False, description="raw selectors overwritten (final status reached)")
+
+    @field_validator("received_at", "deadline", "due_at", "expected_at")
+    @classmethod
+    def _utc_times(cls, value: datetime | None) -> datetime | None:
+        return _aware(value)
 
     @model_validator(mode="after")
     def _selectors_match_kind(self) -> ForgetRequest:
@@ -103,10 +186,9 @@ class ForgetRequest(Doc):
             RequestKind.examples: (s.examples_uri, "selectors.examples_uri"),
         }
         present, what = needed[self.kind]
-        if not present:
+        if not present and not self.purged:
             raise ValueError(f"a '{self.kind}' request needs {what}")
-        if self.deadline and self.deadline.tzinfo and self.received_at.tzinfo \
-                and self.deadline < self.received_at:
+        if self.deadline and self.deadline < self.received_at:
             raise ValueError("deadline is before received_at")
         return self
 

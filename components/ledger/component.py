@@ -16,7 +16,7 @@ def check_already_unlearned_op(request_ids: list, model_name: str, run_root: str
     "Plan", already_unlearned=bool, unlearned_by=str, base_uri=str, scope_uri=str, model_uri=str,
     eval_uri=str,
 ):
-    """Idempotency check + run plan: are all requests already unlearned (and by which version)?
+    """Idempotency check + run plan: are all requests already completed (and by which version)?
 
     Otherwise: the champion to unlearn from (pinned as ``models:/NAME/VERSION``) and the run's
     output URIs under ``run_root/run_id``.
@@ -36,7 +36,10 @@ def check_already_unlearned_op(request_ids: list, model_name: str, run_root: str
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def mark_running_op(request_ids: list, run_id: str) -> str:
-    """pending/scheduled/failed → running for each request (unlearned ones are left alone)."""
+    """approved/scheduled/failed → running for each request (completed ones are left alone).
+
+    A request that is not approved makes this step fail: nothing runs unapproved.
+    """
     from unlearnops.components.ledger import updates
 
     return ",".join(updates.mark_running(list(request_ids), run_id))
@@ -44,7 +47,7 @@ def mark_running_op(request_ids: list, run_id: str) -> str:
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def mark_done_op(request_ids: list, model_name: str, version: str, run_id: str) -> str:
-    """running → unlearned, recording ``models:/NAME/VERSION`` as the version that forgot them."""
+    """running → completed, recording ``models:/NAME/VERSION`` as the version that forgot them."""
     from unlearnops.components.ledger import updates
 
     return ",".join(updates.mark_done(list(request_ids), model_name, version, run_id))
@@ -56,9 +59,11 @@ def mark_failed_op(request_ids: list, reasons: str, run_id: str, model_name: str
     """running → failed with the gate reasons (and the rejected version registered for the record)."""
     from unlearnops.components.ledger import updates
 
-    where = f" (rejected candidate models:/{model_name}/{version})" if version else ""
-    reason = f"gates failed{where}: {reasons}" if reasons else f"gates failed{where}"
-    return ",".join(updates.mark_failed(list(request_ids), reason, run_id))
+    gate_reasons = [r for r in reasons.split("; ") if r]
+    rejected = f"models:/{model_name}/{version}" if version else ""
+    return ",".join(updates.mark_failed(list(request_ids), "the gates refused the candidate", run_id,
+                                        code=updates.GATES_FAILED, gate_reasons=gate_reasons,
+                                        model_uri=rejected))
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -86,11 +91,11 @@ def exit_mark_failed_op(run_root: str, run_id: str, status: dsl.PipelineTaskFina
 def pending_requests_op(cutoff: str = "", schedule_time: str = "") -> NamedTuple(
     "Pending", request_ids=list, count=int,
 ):
-    """Pending requests up to the cutoff (default: the schedule time, else now), oldest deadline first."""
+    """Approved requests up to the cutoff (default: the schedule time, else now), earliest deadline first."""
     from collections import namedtuple
 
     from unlearnops.components.ledger import updates
 
     ids = updates.pending_ids(cutoff, schedule_time)
-    print(f"{len(ids)} pending request(s): {', '.join(ids) or '-'}")
+    print(f"{len(ids)} approved request(s) to run: {', '.join(ids) or '-'}")
     return namedtuple("Pending", "request_ids count")(ids, len(ids))

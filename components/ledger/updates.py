@@ -1,8 +1,10 @@
 """Ledger updates made by the pipelines (pure functions; the KFP components in ``component.py`` wrap them).
 
-Every update is idempotent: a request already ``unlearned`` is never touched again, a request
+Every update is idempotent: a request already ``completed`` is never touched again, a request
 already in the target status is left as it is, so a retried task does not fail on a status move
-it already made. Status moves follow :data:`unlearnops.types.STATUS_MOVES`.
+it already made. The ledger's guards apply: a request that is not approved never runs. Outcomes
+are typed fields of the audit event (``model_uri``, ``code``, ``gate_reasons``), never prose
+parsed back.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from unlearnops import storage
 from unlearnops.types import ForgetRequest, RequestStatus
 
 ACTOR = "pipeline"
-#: The reason written when a pipeline marks a request unlearned; :func:`unlearned_by` parses it back.
-DONE_REASON = "unlearned by models:/{name}/{version} (run {run_id})"
-_DONE = re.compile(r"unlearned by (models:/\S+)")
+#: The ``code`` of a failure: the gates refused the candidate, or the pipeline itself failed.
+GATES_FAILED, PIPELINE_FAILED = "gates-failed", "pipeline-failed"
+#: Statuses a pipeline run may start from (the ledger refuses any other).
+RUNNABLE = {RequestStatus.approved, RequestStatus.scheduled, RequestStatus.failed}
 #: Which output each step leaves behind; the first one missing names the step that failed.
 STEP_MARKERS: tuple[tuple[str, str], ...] = (
     ("resolve_scope", "scope/manifest.json"),
@@ -65,23 +68,20 @@ def _safe_segment(value: str) -> str:
     return cleaned or "run"
 
 
-def unlearned_by(req: ForgetRequest) -> str:
-    """The registry URI of the version that unlearned ``req`` ('' if it is not unlearned)."""
-    if req.status != RequestStatus.unlearned:
+def completed_by(req: ForgetRequest) -> str:
+    """The registry URI of the version that completed ``req`` ('' if it is not completed)."""
+    if req.status != RequestStatus.completed:
         return ""
-    for change in reversed(req.history):
-        if change.status == RequestStatus.unlearned:
-            match = _DONE.search(change.reason)
-            return match.group(1) if match else (change.reason or "unknown version")
-    return "unknown version"
+    uris = [c.model_uri for c in req.history if c.status == RequestStatus.completed and c.model_uri]
+    return uris[-1] if uris else "unknown version"
 
 
 def check_already_unlearned(request_ids: list[str], url: str | None = None) -> tuple[bool, str]:
-    """(every request is already unlearned, comma-separated versions that did it). Unknown ids fail."""
+    """(every request is already completed, comma-separated versions that did it). Unknown ids fail."""
     if not request_ids:
         raise ValueError("no request ids given; pass at least one filed request id")
     with _ledger(url) as ledger:
-        versions = [unlearned_by(ledger.get(rid)) for rid in request_ids]
+        versions = [completed_by(ledger.get(rid)) for rid in request_ids]
     done = all(versions)
     return done, ",".join(sorted(set(versions))) if done else ""
 
@@ -95,35 +95,40 @@ def resolve_champion(model_name: str) -> str:
     return f"models:/{model_name}/{resolved.ref.version}"
 
 
-def _move(request_ids: list[str], status: RequestStatus, reason: str, run_id: str,
-          url: str | None = None, only_from: set[RequestStatus] | None = None) -> list[str]:
-    """Move each request to ``status`` (skipping unlearned ones and ones already there); ids moved."""
+def _move(request_ids: list[str], status: RequestStatus, run_id: str, url: str | None = None,
+          only_from: set[RequestStatus] | None = None, **event: Any) -> list[str]:
+    """Move each request to ``status`` (skipping completed ones and ones already there); ids moved."""
     moved: list[str] = []
     with _ledger(url) as ledger:
         for rid in request_ids:
             current = ledger.get(rid).status
-            if current in (RequestStatus.unlearned, status):
+            if current in (RequestStatus.completed, status):
                 continue
             if only_from is not None and current not in only_from:
                 continue
-            ledger.set_status(rid, status, reason=reason, actor=_actor(run_id), expect=current)
+            ledger.set_status(rid, status, actor=_actor(run_id), expect=current, run_id=run_id, **event)
             moved.append(rid)
     return moved
 
 
 def mark_running(request_ids: list[str], run_id: str, url: str | None = None) -> list[str]:
-    return _move(request_ids, RequestStatus.running, f"pipeline run {run_id} started", run_id, url)
+    """approved/scheduled/failed → running; any other status is refused by the ledger's guards."""
+    return _move(request_ids, RequestStatus.running, run_id, url, reason=f"pipeline run {run_id} started")
 
 
 def mark_done(request_ids: list[str], model_name: str, version: str, run_id: str,
               url: str | None = None) -> list[str]:
-    reason = DONE_REASON.format(name=model_name, version=version, run_id=run_id)
-    return _move(request_ids, RequestStatus.unlearned, reason, run_id, url)
+    """running → completed, recording ``models:/NAME/VERSION`` (a typed field) as the version."""
+    return _move(request_ids, RequestStatus.completed, run_id, url, only_from={RequestStatus.running},
+                 reason="unlearned; candidate promoted", model_uri=f"models:/{model_name}/{version}")
 
 
-def mark_failed(request_ids: list[str], reason: str, run_id: str, url: str | None = None) -> list[str]:
-    """Mark still-running requests failed with ``reason`` (requests in other states are left)."""
-    return _move(request_ids, RequestStatus.failed, reason, run_id, url, only_from={RequestStatus.running})
+def mark_failed(request_ids: list[str], reason: str, run_id: str, url: str | None = None, *,
+                code: str = PIPELINE_FAILED, gate_reasons: list[str] | None = None,
+                model_uri: str = "") -> list[str]:
+    """Mark still-running requests failed (requests in other states are left)."""
+    return _move(request_ids, RequestStatus.failed, run_id, url, only_from={RequestStatus.running},
+                 reason=reason, code=code, gate_reasons=gate_reasons or [], model_uri=model_uri)
 
 
 def running_by(run_id: str, url: str | None = None) -> list[str]:
@@ -149,25 +154,18 @@ def exit_reason(state: str, plan: RunPlan, error: str = "") -> str:
 
 
 def pending_ids(cutoff: str = "", schedule_time: str = "", url: str | None = None) -> list[str]:
-    """Ids of pending requests received up to the cutoff, oldest deadline first (none last).
+    """Ids of the requests ready to run up to the cutoff, earliest effective deadline first.
 
-    Received-by, not due-by: a nightly batch takes everything filed so far, so no request waits
-    until its deadline has passed (``Ledger.pending_until`` selects by deadline). The cutoff is
-    ``cutoff`` if given, else the run's schedule time, else now (an unresolved ``{{$.…}}``
-    placeholder, as kfp.local leaves it, counts as not given).
+    One meaning with :meth:`unlearnops.ledger.Ledger.pending_until`: approved (or scheduled)
+    requests received up to the cutoff — a nightly batch takes everything approved so far, so no
+    request waits until its deadline has passed. The cutoff is ``cutoff`` if given, else the
+    run's schedule time, else now (an unresolved ``{{$.…}}`` placeholder, as kfp.local leaves
+    it, counts as not given).
     """
     chosen = next((v for v in (cutoff, schedule_time) if v and not v.startswith("{{")), "")
     when = parse_time(chosen) if chosen else datetime.now(UTC)
     with _ledger(url) as ledger:
-        pending = ledger.list(RequestStatus.pending)
-    far = datetime.max.replace(tzinfo=UTC)
-    chosen_reqs = [r for r in pending if _utc(r.received_at) <= when]
-    chosen_reqs.sort(key=lambda r: (_utc(r.deadline) if r.deadline else far, _utc(r.received_at), r.id))
-    return [r.id for r in chosen_reqs]
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return [r.id for r in ledger.pending_until(when)]
 
 
 def parse_time(value: str) -> datetime:
