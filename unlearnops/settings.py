@@ -52,10 +52,11 @@ class Settings(BaseSettings):
     )
     kfp_host: str | None = None
     hash_secret: SecretStr | None = Field(
-        None, description="key of the keyed hashes in evidence (default: HOME/keys/hash-secret, made once, 0600)")
+        None, description="key of the keyed hashes in evidence (default: HOME/keys/hash-secret, 0600)")
     retention_days: float = Field(
-        0, ge=0, description="keep a run's working data (scope sets, checkpoints) this many days (0: delete at run end)")
-    actor: str | None = Field(None, description="who you are in the ledger's audit trail (default: the OS user)")
+        0, ge=0, description="keep a run's working data (scope sets, checkpoints) this many days "
+                             "(0: delete it when the run ends)")
+    actor: str | None = Field(None, description="who you are in the audit trail (default: the OS user)")
 
     @classmethod
     def settings_customise_sources(
