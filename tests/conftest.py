@@ -15,6 +15,8 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# the keyed-hash key of evidence (tests that need the key file made under a home unset it)
+os.environ.setdefault("UNLEARNOPS_HASH_SECRET", "test-installation-secret")
 
 pytest_plugins = [
     "tests.fixtures.env",

@@ -494,6 +494,8 @@ def test_bad_request_files_other(tmp_path: Path) -> None:
 def test_keyed_hash(unlearnops_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from unlearnops.settings import get_settings
 
+    monkeypatch.delenv("UNLEARNOPS_HASH_SECRET", raising=False)
+    get_settings.cache_clear()
     digest = keyed_hash("person-0001")
     assert len(digest) == 64 and digest != hashlib.sha256(b"person-0001").hexdigest()  # not a dictionary hash
     assert digest == keyed_hash(" PERSON-0001 ") and digest != keyed_hash("person-0002")

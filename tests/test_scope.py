@@ -171,8 +171,11 @@ def test_requests_for_the_same_subject_merge(bench_data: Path, tmp_path: Path) -
     m = resolve_scope(reqs, str(bench_data), str(tmp_path / "s"))
     forget = read_set(str(tmp_path / "s"), "forget")
     assert len(forget) == len({r["id"] for r in forget}) == 9
-    assert m.request_ids == ["first", "second", "third"] and set(m.selectors) == set(m.request_ids)
+    assert m.request_ids == ["first", "second", "third"] and set(m.selector_hashes) == set(m.request_ids)
+    assert m.selector_hashes["second"][0] in m.selector_hashes["third"]  # the same name, the same hash
     assert m.options["matches_per_request"] == {"first": 9, "second": 9, "third": 9}
+    manifest = (tmp_path / "s" / "manifest.json").read_text()
+    assert person["name"] not in manifest and person["subject_id"] not in manifest  # keyed hashes only
 
 
 def test_parquet_shards(bench_data: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .settings import get_settings
+from .types import Selectors
 
 SECRET_FILE = Path("keys") / "hash-secret"
 
@@ -65,6 +66,13 @@ def keyed_hashes(values: Iterable[str]) -> list[str]:
     """Sorted, de-duplicated keyed hashes of ``values``."""
     key = installation_secret()
     return sorted({keyed_hash(v, key=key) for v in values})
+
+
+def selector_hashes(selectors: Selectors) -> list[str]:
+    """Keyed hashes of every selector value (what evidence keeps instead of the values)."""
+    values = [v for value in selectors.model_dump().values() if value
+              for v in (value if isinstance(value, list) else [value])]
+    return keyed_hashes(values)
 
 
 def short(digest: str) -> str:

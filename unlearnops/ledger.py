@@ -55,7 +55,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from . import deadlines, storage
-from .keyed_hash import current_actor, keyed_hashes
+from .keyed_hash import current_actor, selector_hashes
 from .settings import get_settings
 from .types import (
     DENY_CODES,
@@ -64,7 +64,6 @@ from .types import (
     STATUS_MOVES,
     ForgetRequest,
     RequestStatus,
-    Selectors,
     StatusChange,
     utcnow,
 )
@@ -159,13 +158,6 @@ class _VersionConflict(Exception):
 
 
 # ------------------------------------------------------------------ helpers
-def selector_hashes(selectors: Selectors) -> list[str]:
-    """Keyed hashes of every selector value (what the audit record keeps instead of the values)."""
-    values = [v for field, value in selectors.model_dump().items() if value
-              for v in (value if isinstance(value, list) else [value])]
-    return keyed_hashes(values)
-
-
 def _utc(value: datetime) -> datetime:
     """Aware UTC datetime; a naive value is taken to be UTC already."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -210,10 +210,14 @@ class SourceShard(Doc):
 
 
 class ScopeManifest(Doc):
-    """manifest.json of a DataScope folder: what was resolved from what."""
+    """manifest.json of a DataScope folder: what was resolved from what (no raw personal data).
+
+    ``selector_hashes``: per request, the keyed hashes (HMAC-SHA256) of its selectors — the
+    manifest is evidence and is logged with every registered version, so it never holds names.
+    """
 
     request_ids: list[str]
-    selectors: dict[str, Selectors]
+    selector_hashes: dict[str, list[str]]
     sets: dict[str, SetInfo]
     source: list[SourceShard]
     corpus_uri: str

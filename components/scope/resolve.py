@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from unlearnops import storage
+from unlearnops.keyed_hash import selector_hashes
 from unlearnops.settings import apply_runtime_env, get_settings, runtime_env
 from unlearnops.types import SCOPE_SETS, ForgetRequest, RequestKind, ScopeManifest, SetInfo, SourceShard
 
@@ -463,7 +464,7 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
                      f"of {eval_k}")
     manifest = {
         "request_ids": [r.id for r in requests],
-        "selectors": {r.id: r.selectors for r in requests},
+        "selector_hashes": {r.id: r.selector_hashes or selector_hashes(r.selectors) for r in requests},
         "source": [SourceShard(uri=s.uri, size=s.size, etag=s.etag) for s in shards + holdout_shards],
         "corpus_uri": corpus_uri,
         "seed": seed,
@@ -475,7 +476,7 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
             "allow_large_scope": allow_large_scope, "general_share": general_share, "parallel": mode,
             "prefilter": not matcher.prefilter.full, "corpus_records": found.total,
             "matches_per_request": {r.id: found.per_request[i] for i, r in enumerate(requests)},
-            "names_from_people_file": sorted(names_of), "notes": notes,
+            "names_from_people_file": len(names_of), "notes": notes,
             "content_sha256": "sha256 of text, else of question + '\\n' + answer (UTF-8)",
         },
     }
