@@ -444,8 +444,11 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
         for index, got in enumerate(_progress(results, len(shards), "scope: sampling", progress)):
             pools.add(index, got)
     neighbors, chosen = _pick_neighbors(forget, forget_ids, pools, k)
-    retain = _pick_retain(pools, forget_ids | chosen, retain_k, general_k)
-    retain_eval = _pick_retain(pools, forget_ids | chosen | {r["id"] for r in retain}, eval_k, general_eval_k)
+    # general facts alternate between the two samples, so both hold some even when they are few
+    general_train, general_eval = pools.general[0::2], pools.general[1::2]
+    retain = _pick_retain(general_train, pools.sampled, forget_ids | chosen, retain_k, general_k)
+    retain_eval = _pick_retain(general_eval, pools.sampled, forget_ids | chosen | {r["id"] for r in retain},
+                               eval_k, general_eval_k)
     holdout, holdout_shards = _holdout(corpus_uri, len(forget), seed)
     qa_ids = {r["id"] for s in (forget, retain, retain_eval, neighbors, holdout)
               for r in s if r.get("question") is not None}
@@ -499,13 +502,14 @@ def _pick_neighbors(forget: list[dict[str, Any]], forget_ids: set[str], pools: _
     return out, chosen
 
 
-def _pick_retain(pools: _Pools, taken: set[str], retain_k: int, general_k: int) -> list[dict[str, Any]]:
+def _pick_retain(general: list[Item], sampled: list[Item], taken: set[str], retain_k: int,
+                 general_k: int) -> list[dict[str, Any]]:
     """General facts (up to ``general_k``) plus a uniform sample of the rest, in corpus order."""
     picked: dict[str, Item] = {}
-    for item in pools.general:
+    for item in general:
         if len(picked) < min(general_k, retain_k) and item[3]["id"] not in taken:
             picked.setdefault(item[3]["id"], item)
-    for item in pools.sampled:
+    for item in sampled:
         if len(picked) >= retain_k:
             break
         if item[3]["id"] not in taken:
