@@ -96,6 +96,8 @@ def test_gate_failure_reason_and_exit_handler(unlearnops_home: Path, tmp_path: P
     ok = ops.exit_mark_failed_op.python_func(run_root=root, run_id="run-y",
                                              status={"state": "SUCCEEDED", "error": {}})
     assert ok == ""
+    assert not storage.exists(plan.scope_uri)  # the exit path disposed of the working data
+    storage.write_json(storage.join(plan.scope_uri, "manifest.json"), {})
     status = {"state": "FAILED", "pipeline_task_name": "exit-handler-1",
               "error": {"code": 1, "message": "Task exit-handler-1 failed."}}
     assert ops.exit_mark_failed_op.python_func(run_root=root, run_id="run-y", status=status) == "r1,r2"

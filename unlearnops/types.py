@@ -1,7 +1,7 @@
 """The documents that cross pipeline steps (pydantic models; JSON on storage).
 
 Names follow ../shared/DESIGN.md: ForgetRequest, DataScope, UnlearnSpec, UnlearnResult,
-EvalReport, GateVerdict, ModelRef, Certificate.
+EvalReport, GateVerdict, ModelRef (the certificate lives in :mod:`unlearnops.certificates`).
 """
 
 from __future__ import annotations
@@ -302,26 +302,6 @@ class GateVerdict(Doc):
     @property
     def reasons(self) -> list[str]:
         return [g.reason for g in self.gates if not g.passed]
-
-
-class Certificate(Doc):
-    """Evidence that a registered model version no longer holds a request's data (no raw PII)."""
-
-    request_id: str
-    subject_hashes: list[str] = Field(default_factory=list)
-    model: ModelRef
-    scope_sha256: str
-    verdict: GateVerdict
-    evidence: dict[str, float] = Field(default_factory=dict)
-    issued_at: datetime = Field(default_factory=utcnow)
-
-    @field_validator("subject_hashes")
-    @classmethod
-    def _hashed(cls, values: list[str]) -> list[str]:
-        for v in values:
-            if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
-                raise ValueError("subject_hashes must be SHA-256 hex digests, never raw ids")
-        return values
 
 
 UnlearnResult.model_rebuild()

@@ -68,22 +68,32 @@ def mark_failed_op(request_ids: list, reasons: str, run_id: str, model_name: str
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def exit_mark_failed_op(run_root: str, run_id: str, status: dsl.PipelineTaskFinalStatus) -> str:
-    """Exit handler: requests this run left ``running`` are marked failed with the failing step and error.
+    """Exit handler: requests this run left ``running`` are marked failed with the failing step and
+    error; then, whatever the outcome, the run's working data is disposed of and the requests it
+    completed are certified (:mod:`unlearnops.components.ledger.finish`).
 
     It depends on no other task (a KFP rule for exit tasks), so it finds the requests in the ledger:
     those still running whose last status change was made by this run.
     """
     from unlearnops.components.ledger import updates
+    from unlearnops.components.ledger.finish import finish_run
 
     info = status if isinstance(status, dict) else vars(status)
     state = str(info.get("state") or "FAILED")
     error = info.get("error_message") or (info.get("error") or {}).get("message") or ""
-    if state == "SUCCEEDED":
-        return ""
-    reason = updates.exit_reason(state, updates.run_plan(run_root, run_id), str(error))
-    moved = updates.mark_failed(updates.running_by(run_id), reason, run_id)
-    if moved:
-        print(f"marked failed: {', '.join(moved)} ({reason})")
+    plan = updates.run_plan(run_root, run_id)
+    moved: list[str] = []
+    if state != "SUCCEEDED":
+        reason = updates.exit_reason(state, plan, str(error))
+        moved = updates.mark_failed(updates.running_by(run_id), reason, run_id)
+        if moved:
+            print(f"marked failed: {', '.join(moved)} ({reason})")
+    done = finish_run(plan, run_id)  # every outcome: dispose of the working data, then certify
+    for entry in done["disposition"].entries:
+        if entry.action != "absent":
+            print(f"disposition: {entry.what} {entry.action} ({entry.files} file(s))")
+    for rid in done["certificates"]:
+        print(f"certificate issued for {rid}")
     return ",".join(moved)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import pydantic
 
 from unlearnops import modelio, storage
+from unlearnops.disposition import checkpoint_prefix
 from unlearnops.settings import get_settings, runtime_env
 from unlearnops.types import ModelRef, ScopeManifest, UnlearnResult, UnlearnSpec
 
@@ -207,7 +208,8 @@ def run_unlearning(spec: UnlearnSpec, scope_uri: str, base_model_uri: str, out_u
             resolved_uri = str(path.absolute())
     else:
         resolved_uri = resolved.uri
-    name = run_name or f"unlearn-{spec.method}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    # the prefix derives from out_uri: the run's disposition finds (and deletes) these checkpoints
+    name = run_name or f"{checkpoint_prefix(out_uri)}{spec.method}-{uuid.uuid4().hex[:6]}"
     job: dict[str, Any] = {"spec": spec.model_dump(mode="json"), "scope_uri": scope_uri,
                            "model_uri": resolved_uri, "stop_when": dict(stop_when or {}),
                            "hooks": dict(hooks or {})}

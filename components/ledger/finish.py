@@ -1,0 +1,119 @@
+"""The end of every pipeline run (its exit path): dispose of the working data, then certify.
+
+Called by the exit handler whatever the outcome. It first reads what the certificates need from
+the run folder (scope manifest, ``training.json``, the evaluation report, the candidate's weight
+digest), then disposes of the run's working data (:mod:`unlearnops.disposition`: scope sets,
+the candidate model copy, Ray checkpoints) and writes the disposition record, and finally issues
+one signed certificate per request this run completed (:mod:`unlearnops.certificates`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from unlearnops import certificates, disposition, storage
+from unlearnops.types import EvalReport, ForgetRequest, RequestStatus, ScopeManifest
+
+from .updates import RunPlan, _actor, _ledger, _safe_segment
+
+
+@dataclass
+class RunEvidence:
+    """What the run folder says, read before the folder is disposed of."""
+
+    manifest: ScopeManifest | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    report: EvalReport | None = None
+    weights_sha256: str = ""
+
+
+def _json(uri: str) -> Any:
+    return storage.read_json(uri) if storage.exists(uri) else None
+
+
+def read_evidence(plan: RunPlan) -> RunEvidence:
+    manifest = _json(storage.join(plan.scope_uri, "manifest.json"))
+    report = _json(storage.join(plan.eval_uri, "report.json"))
+    evidence = RunEvidence(ScopeManifest.model_validate(manifest) if manifest else None,
+                           _json(storage.join(plan.model_uri, "training.json")) or {},
+                           EvalReport.model_validate(report) if report else None)
+    if storage.list_files(plan.model_uri, suffixes=(".safetensors",)):
+        from unlearnops.components.register.register import weights_sha256
+
+        with storage.local_dir(plan.model_uri) as folder:
+            evidence.weights_sha256 = weights_sha256(folder)
+    return evidence
+
+
+def record_id(plan: RunPlan, run_id: str) -> str:
+    """A file-safe id of this run (the run id, plus a digest of its folder: kfp.local ids repeat)."""
+    return f"{_safe_segment(run_id or 'run')}-{hashlib.sha256(plan.run_uri.encode()).hexdigest()[:10]}"
+
+
+def touched_by(run_id: str, url: str | None = None) -> list[ForgetRequest]:
+    """Requests with an audit event made by this run."""
+    actor = _actor(run_id)
+    with _ledger(url) as ledger:
+        return [r for r in ledger.list() if any(c.actor == actor for c in r.history)]
+
+
+def dispose_run(plan: RunPlan, run_id: str, request_ids: list[str]) -> disposition.DispositionRecord:
+    """Delete (or retain, per ``retention_days``) the run's working data; store the record."""
+    items: list[tuple[disposition.What, str]] = [("scope-sets", plan.scope_uri),
+                                                  ("model-copy", plan.model_uri)]
+    items += [("checkpoints", uri) for uri in disposition.checkpoint_dirs(plan.model_uri)]
+    record = disposition.DispositionRecord(run_id=record_id(plan, run_id), request_ids=request_ids,
+                                           entries=disposition.dispose(items))
+    if any(e.action != "absent" for e in record.entries):
+        disposition.write_record(record)
+    return record
+
+
+def certificate_body(req: ForgetRequest, run_id: str, evidence: RunEvidence,
+                     record: disposition.DispositionRecord) -> certificates.CertificateBody:
+    """The certificate of one completed request (keyed hashes and counts only)."""
+    done = next(c for c in reversed(req.history)
+                if c.status == RequestStatus.completed and c.event == "status")
+    approvals = [c.actor for c in req.history if c.status == RequestStatus.approved]
+    t, m = evidence.training, evidence.manifest
+    parent = (t.get("parent") or {}).get("version") or ""
+    name, _, after = done.model_uri.removeprefix("models:/").rpartition("/")
+    params = json.dumps(t.get("params") or {}, sort_keys=True, separators=(",", ":"))
+    return certificates.CertificateBody(
+        request=certificates.CertRequest(
+            request_id=req.id, external_ref=req.external_ref, regime=req.legal_basis.value,
+            received_at=req.received_at, due_at=req.due_at, completed_at=done.at,
+            subject_hashes=req.selector_hashes, outcome="completed"),
+        scope=certificates.CertScope(manifest_sha256=m.sha256, counts={k: v.count for k, v in m.sets.items()})
+        if m else None,
+        targets=[certificates.CertTarget(model=name, version_before=str(parent), version_after=after,
+                                         weights_sha256_after=evidence.weights_sha256,
+                                         uri_after=done.model_uri)],
+        method=certificates.CertMethod(
+            objective=str(t.get("method", "")), params_sha256=hashlib.sha256(params.encode()).hexdigest(),
+            seed=t.get("seed"), code_version=f"unlearnops {certificates.__version__}", run_id=run_id,
+            hardware={k: t[k] for k in ("device", "world_size", "strategy", "backend") if k in t},
+            duration_seconds=t.get("wall_seconds"), steps=t.get("steps")),
+        verification=list(evidence.report.verdict.gates)
+        if evidence.report and evidence.report.verdict else [],
+        disposition=[certificates.CertDisposal(what=e.what, action=e.action, at=e.at, files=e.files,
+                                               digest=e.digest, uri=e.uri) for e in record.entries],
+        performer=done.actor, approver=approvals[-1] if approvals else "",
+    )
+
+
+def finish_run(plan: RunPlan, run_id: str, url: str | None = None) -> dict[str, Any]:
+    """Dispose of the run's working data and certify the requests it completed (the exit path)."""
+    evidence = read_evidence(plan)
+    touched = touched_by(run_id, url)
+    record = dispose_run(plan, run_id, [r.id for r in touched])
+    issued = {}
+    for req in touched:
+        last = next((c for c in reversed(req.history) if c.event == "status"), None)
+        if req.status == RequestStatus.completed and last is not None and last.run_id == run_id:
+            body = certificate_body(req, run_id, evidence, record)
+            issued[req.id] = certificates.issue(body)["certificate"]
+    return {"disposition": record, "certificates": issued}
