@@ -18,6 +18,8 @@ import unlearnops.erasure_cli  # noqa: F401 - registers the certificate commands
 from unlearnops import certificates, disposition, storage
 from unlearnops.cli import app
 from unlearnops.ledger import Ledger
+from unlearnops.suppression import SuppressionList
+from unlearnops.suppression import root as suppression_root
 from unlearnops.types import EvalReport, ForgetRequest, GateResult, GateVerdict, ScopeManifest, SetInfo
 
 NAME = "Ada Quill"
@@ -70,6 +72,12 @@ def test_exit_path_disposes_and_certifies(finished_run: dict[str, object]) -> No
         ("scope-sets", "deleted"), ("model-copy", "deleted"), ("checkpoints", "deleted")}
     stored = disposition.read_record(record.run_id)
     assert stored is not None and stored.entries == record.entries
+    listed = SuppressionList.load()  # the data layer: the erased record is never used again
+    assert listed.suppressed({"id": "any", "answer": NAME})  # the forget record's content digest
+    assert listed.suppressed({"id": "q", "subject_ids": ["p-1"]})  # the request's subject id
+    assert not listed.suppressed({"id": "q", "answer": "someone else"})
+    entries = storage.list_files(suppression_root())
+    assert entries and all(NAME not in storage.read_text(f.uri) for f in entries)
 
     path = finished_run["certificates"]["erase-1"]  # type: ignore[index]
     cert = certificates.verify(storage.read_bytes(path))

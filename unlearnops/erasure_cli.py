@@ -1,4 +1,4 @@
-"""Erasure commands: ``certificate show|verify FILE`` and ``dispose`` (retained working data).
+"""Erasure commands: ``certificate show|verify FILE``, ``corpus redact URI`` and ``dispose``.
 
 ``certificate verify`` checks the SHA-256 digest of the certificate's canonical JSON and its
 Ed25519 signature, and says whether the signing key is this installation's; exit 0 valid, 1 not.
@@ -15,12 +15,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import certificates, disposition, storage
+from . import certificates, disposition, redact, storage
 from .cli import EXIT_BAD_INPUT, EXIT_ERROR, app, fail
 
 console = Console()
 certificate_app = typer.Typer(no_args_is_help=True, help="Signed certificates of unlearning.")
+corpus_app = typer.Typer(no_args_is_help=True, help="The training corpus: redact erased records.")
 app.add_typer(certificate_app, name="certificate")
+app.add_typer(corpus_app, name="corpus")
 
 FileArg = Annotated[str, typer.Argument(metavar="FILE", help="certificate JSON (path, file:// or s3://)")]
 
@@ -90,3 +92,18 @@ def dispose_cmd() -> None:
     for entry in done:
         console.print(Text(f"deleted {entry.what}: {entry.uri} ({entry.files} files)"))
     console.print(f"{len(done)} location(s) disposed of")
+
+
+@corpus_app.command("redact")
+def redact_cmd(corpus: Annotated[str, typer.Argument(metavar="URI",
+                                                     help="corpus folder (path or s3://)")]) -> None:
+    """Write the corpus shards again without the records on the suppression list (atomic per shard)."""
+    try:
+        result = redact.redact_corpus(corpus)
+    except (redact.RedactError, storage.StorageError) as err:
+        raise fail(str(err), EXIT_BAD_INPUT) from None
+    console.print(Text(f"{result.records_removed} erased record(s) removed from {result.shards_changed} of "
+                       f"{result.shards_checked} shard(s)"))
+    if result.record is not None:
+        console.print(Text(f"old content: {', '.join(sorted({e.action for e in result.record.entries}))} "
+                           f"(disposition record {result.record.run_id})"))

@@ -1,10 +1,11 @@
-"""The end of every pipeline run (its exit path): dispose of the working data, then certify.
+"""The end of every pipeline run (its exit path): suppress, dispose of the working data, certify.
 
-Called by the exit handler whatever the outcome. It first reads what the certificates need from
-the run folder (scope manifest, ``training.json``, the evaluation report, the candidate's weight
-digest), then disposes of the run's working data (:mod:`unlearnops.disposition`: scope sets,
-the candidate model copy, Ray checkpoints) and writes the disposition record, and finally issues
-one signed certificate per request this run completed (:mod:`unlearnops.certificates`).
+Called by the exit handler whatever the outcome. It reads what the certificates need from the
+run folder (scope manifest and forget records, ``training.json``, the evaluation report, the
+candidate's weight digest); adds the completed requests' records to the suppression list
+(:mod:`unlearnops.suppression`); disposes of the run's working data (scope sets, the candidate
+model copy, Ray checkpoints: :mod:`unlearnops.disposition`) and writes the disposition record;
+and issues one signed certificate per request this run completed (:mod:`unlearnops.certificates`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from unlearnops import certificates, disposition, storage
+from unlearnops import certificates, disposition, storage, suppression
 from unlearnops.types import EvalReport, ForgetRequest, RequestStatus, ScopeManifest
 
 from .updates import RunPlan, _actor, _ledger, _safe_segment
@@ -28,6 +29,7 @@ class RunEvidence:
     training: dict[str, Any] = field(default_factory=dict)
     report: EvalReport | None = None
     weights_sha256: str = ""
+    forget: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _json(uri: str) -> Any:
@@ -40,6 +42,10 @@ def read_evidence(plan: RunPlan) -> RunEvidence:
     evidence = RunEvidence(ScopeManifest.model_validate(manifest) if manifest else None,
                            _json(storage.join(plan.model_uri, "training.json")) or {},
                            EvalReport.model_validate(report) if report else None)
+    if evidence.manifest and "forget" in evidence.manifest.sets:
+        forget_uri = storage.join(plan.scope_uri, evidence.manifest.sets["forget"].file)
+        if storage.exists(forget_uri):
+            evidence.forget = [json.loads(line) for line in storage.iter_lines(forget_uri) if line.strip()]
     if storage.list_files(plan.model_uri, suffixes=(".safetensors",)):
         from unlearnops.components.register.register import weights_sha256
 
@@ -106,14 +112,19 @@ def certificate_body(req: ForgetRequest, run_id: str, evidence: RunEvidence,
 
 
 def finish_run(plan: RunPlan, run_id: str, url: str | None = None) -> dict[str, Any]:
-    """Dispose of the run's working data and certify the requests it completed (the exit path)."""
+    """Suppress, dispose of the working data, certify the requests it completed (the exit path)."""
     evidence = read_evidence(plan)
     touched = touched_by(run_id, url)
+    completed = [r for r in touched if r.status == RequestStatus.completed and _completed_by(r, run_id)]
+    if completed:  # the data layer: erased records are never used again
+        suppression.add_entry(record_id(plan, run_id), [r.id for r in completed],
+                              {h for r in completed for h in r.selector_hashes}, evidence.forget)
     record = dispose_run(plan, run_id, [r.id for r in touched])
-    issued = {}
-    for req in touched:
-        last = next((c for c in reversed(req.history) if c.event == "status"), None)
-        if req.status == RequestStatus.completed and last is not None and last.run_id == run_id:
-            body = certificate_body(req, run_id, evidence, record)
-            issued[req.id] = certificates.issue(body)["certificate"]
+    issued = {r.id: certificates.issue(certificate_body(r, run_id, evidence, record))["certificate"]
+              for r in completed}
     return {"disposition": record, "certificates": issued}
+
+
+def _completed_by(req: ForgetRequest, run_id: str) -> bool:
+    last = next((c for c in reversed(req.history) if c.event == "status"), None)
+    return last is not None and last.status == RequestStatus.completed and last.run_id == run_id

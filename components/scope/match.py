@@ -18,25 +18,16 @@ parsed (the prefilter switches off).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from unlearnops.suppression import content_sha256  # one definition, shared with the suppression list
 from unlearnops.types import ForgetRequest, RequestKind
 
 FIELDS = ("question", "answer", "text")
-
-
-def content_sha256(record: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of a record's content: ``text``, else ``question + "\\n" + answer`` (UTF-8)."""
-    if record.get("text") is not None:
-        content = str(record["text"])
-    else:
-        content = f"{record.get('question', '')}\n{record.get('answer', '')}"
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
 def words_regex(words: Iterable[str]) -> re.Pattern[str] | None:
