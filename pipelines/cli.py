@@ -106,7 +106,8 @@ def gate_table(report: dict[str, Any]) -> Table:
     for g in gate_rows(report):
         value = g.get("value")
         shown = "-" if value is None else (f"{value:.4g}" if isinstance(value, int | float) else str(value))
-        result = "[green]pass[/]" if g.get("passed") else "[red]FAIL[/]"
+        result = ("[yellow]skipped[/]" if g.get("skipped") else
+                  "[green]pass[/]" if g.get("passed") else "[red]FAIL[/]")
         table.add_row(str(g.get("gate", "")), shown, str(g.get("threshold", "")), result)
     return table
 

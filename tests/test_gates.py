@@ -101,3 +101,51 @@ def test_relative_gate_without_base_value_fails() -> None:
                                   "    relative_to: base\n")
     verdict = policy.evaluate({"utility.model_utility": 0.8}, {}, None)
     assert not verdict.passed and "not measured for the base model" in verdict.gates[0].reason
+
+
+def test_skipped_gate_shows_skipped_and_required_gate_fails() -> None:
+    policy = GatePolicy.from_yaml(
+        "gates:\n"
+        "  - {name: fq, metric: forget.forget_quality, min: 0.05, when: reference}\n"
+        "  - {name: relearn, metric: robustness.relearn_recovery, max: 0.3}\n"
+        "  - {name: mia, metric: privacy.mia_auc_excess, max: 0, required: true}\n")
+    verdict = policy.evaluate({"forget.forget_quality": 0.5, "privacy.mia_auc_excess": None}, {}, None,
+                              skipped={"robustness.relearn_recovery": "robustness not run",
+                                       "privacy.mia_auc_excess": "no holdout set"})
+    by = {g.gate: g for g in verdict.gates}
+    # not checked: shown as skipped (never as pass), and it does not fail the verdict by itself
+    assert by["fq"].status == by["relearn"].status == "skipped" and by["fq"].passed
+    assert by["fq"].reason == "fq: skipped (no reference model given)"
+    # required: a gate that cannot be computed fails, with the reason
+    assert by["mia"].status == "FAIL"
+    assert by["mia"].reason == "mia: required but not computed (no holdout set)"
+    assert not verdict.passed and verdict.reasons == [by["mia"].reason]
+    required_ref = GatePolicy.from_yaml("gates:\n  - {metric: forget.forget_quality, min: 0.05, "
+                                        "when: reference, required: true}\n")
+    assert not required_ref.evaluate({"forget.forget_quality": 0.5}, {}, None).passed
+    assert required_ref.evaluate({"forget.forget_quality": 0.5}, {}, {}).gates[0].status == "pass"
+
+
+def test_report_and_cli_tables_show_skipped() -> None:
+    from unlearnops.components.evaluate.cli import gate_table
+    from unlearnops.components.evaluate.report import gate_rows
+
+    policy = GatePolicy.from_yaml("gates:\n  - {name: fq, metric: forget.forget_quality, min: 0.05, "
+                                  "when: reference}\n  - {name: r, metric: forget.rouge_l, max: 0.3}\n")
+    verdict = policy.evaluate({"forget.forget_quality": 0.5, "forget.rouge_l": 0.4}, {}, None)
+    assert [row[-1] for row in gate_rows(verdict)] == ["skipped", "FAIL"]
+    cells = [str(c) for col in gate_table(verdict).columns for c in col._cells]
+    assert "[yellow]skipped[/]" in cells and "[green]pass[/]" not in cells
+
+
+def test_default_policy_asks_for_honest_forgetting() -> None:
+    """Holdout-level forgetting, chance-level MIA, held-out utility and answers, fluency, robustness."""
+    gates = {g.metric: g for g in GatePolicy.default().gates}
+    assert gates["forget.holdout_gap.rouge_l"].min is not None  # not at zero: at the holdout level
+    assert gates["forget.holdout_ratio.prob"].min and gates["forget.holdout_ratio.prob"].required
+    assert gates["privacy.mia_auc_excess"].required
+    for metric in ("utility.retention.retain", "utility.retention.neighbor", "utility.neighbor_retention"):
+        assert gates[metric].min == 0.9
+    assert gates["utility.model_utility"].relative_to == "base" and gates["utility.model_utility"].min == 0.9
+    assert {"utility.broken_excess", "robustness.relearn_recovery",
+            "robustness.quant4.holdout_gap.rouge_l"} <= set(gates)

@@ -293,6 +293,12 @@ class GateResult(Doc):
     threshold: str
     passed: bool
     reason: str
+    skipped: bool = False  # not checked (its condition unmet or the metric not run); never "pass"
+
+    @property
+    def status(self) -> str:
+        """"pass", "FAIL" or "skipped" — what a table shows."""
+        return "skipped" if self.skipped else ("pass" if self.passed else "FAIL")
 
 
 class GateVerdict(Doc):

@@ -18,9 +18,8 @@ def gate_table(verdict: GateVerdict) -> Table:
     for column in ("gate", "metric", "value", "threshold", "result"):
         table.add_column(column)
     for g in verdict.gates:
-        result = "[green]pass[/]" if g.passed else "[bold red]FAIL[/]"
-        if g.passed and "skipped" in g.reason:
-            result = "[yellow]skipped[/]"
+        result = {"pass": "[green]pass[/]", "skipped": "[yellow]skipped[/]"}.get(g.status,
+                                                                               "[bold red]FAIL[/]")
         table.add_row(g.gate, g.metric, fmt(g.value), g.threshold, result)
     return table
 

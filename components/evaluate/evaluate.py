@@ -27,7 +27,7 @@ from .gates import GatePolicy
 from .metrics import REGISTRY, EvalData, EvalOptions, ModelContext, plan, reported_metrics
 from .scoring import ModelScorer
 
-SCOPE_FILES = ("forget", "retain", "neighbor", "holdout", "paraphrase")
+SCOPE_FILES = ("forget", "retain", "retain_eval", "neighbor", "holdout", "paraphrase")
 
 
 class EvalInputError(ValueError):
@@ -44,7 +44,12 @@ def _read_jsonl(uri: str) -> list[dict[str, Any]]:
 
 
 def load_scope(scope_uri: str, options: EvalOptions | None = None) -> tuple[EvalData, ScopeManifest]:
-    """Read a DataScope folder into the scored sets (retain split by source: person / general)."""
+    """Read a DataScope folder into the scored sets.
+
+    Utility is measured on the scope's retain-eval sample (split by source: person / general),
+    never on the retain-train sample the objective saw; a scope without one (resolved before
+    retain-eval existed) falls back to the retain sample with a note saying so.
+    """
     manifest_uri = storage.join(scope_uri, "manifest.json")
     if not storage.exists(manifest_uri):
         raise EvalInputError(f"{scope_uri}: no manifest.json — not a DataScope folder "
@@ -56,11 +61,12 @@ def load_scope(scope_uri: str, options: EvalOptions | None = None) -> tuple[Eval
         raw[name] = _read_jsonl(uri) if storage.exists(uri) else []
     if not raw["forget"]:
         raise EvalInputError(f"{scope_uri}: the forget set is empty — nothing to evaluate")
+    held_out = raw["retain_eval"] or raw["retain"]
     data = EvalData(sets={
         "forget": raw["forget"],
         "paraphrase": raw["paraphrase"],
-        "retain_person": [r for r in raw["retain"] if r.get("source") != "general"],
-        "retain_general": [r for r in raw["retain"] if r.get("source") == "general"],
+        "retain_person": [r for r in held_out if r.get("source") != "general"],
+        "retain_general": [r for r in held_out if r.get("source") == "general"],
         "neighbor": raw["neighbor"],
         "holdout": raw["holdout"],
     }, options=options or EvalOptions())
@@ -70,7 +76,10 @@ def load_scope(scope_uri: str, options: EvalOptions | None = None) -> tuple[Eval
     for name in ("forget", "holdout"):
         if not data.qa(name) and data.sets[name]:
             data.note(f"{name}: no QA records; QA metrics skipped, MIA uses its text records")
-    if any(r.get("kind") == "text" for r in raw["retain"]):
+    if not raw["retain_eval"]:
+        data.note("utility: the scope has no retain_eval set — utility is measured on the retain "
+                  "sample the objective trained on, which can hide damage; resolve the scope again")
+    if any(r.get("kind") == "text" for r in held_out):
         data.note("utility: retain text records (biographies) are not scored; QA records are")
     return data, manifest
 
@@ -159,9 +168,14 @@ def compute(contexts: dict[str, ModelContext], names: list[str]) -> dict[str, di
 def evaluate_model(model_uri: str, base_uri: str, scope_uri: str, out_uri: str, *,
                    reference_uri: str | None = None, policy: GatePolicy | None = None,
                    options: EvalOptions | None = None, device: str | None = None,
-                   show_progress: bool = True) -> EvalReport:
+                   show_progress: bool = True, answer_examples: int = 0) -> EvalReport:
     """Evaluate ``model_uri`` against ``base_uri`` (and ``reference_uri``) on the scope; write the
-    report folder to ``out_uri``; return the EvalReport (verdict included)."""
+    report folder to ``out_uri``; return the EvalReport (verdict included).
+
+    ``answer_examples`` > 0 adds that many forget answers of base, reference and candidate side by
+    side to report.md. They are personal data, so it is off by default: turn it on only where the
+    report is disposed of with the run's working data (the demo, a benchmark), never for evidence.
+    """
     from .report import write_report
 
     options = options or EvalOptions()
@@ -209,7 +223,7 @@ def evaluate_model(model_uri: str, base_uri: str, scope_uri: str, out_uri: str, 
                 "forget.truth_ratio.values"))
         t3 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="unlearnops-eval-") as tmp:
-            report = write_report(report, contexts, Path(tmp))
+            report = write_report(report, contexts, Path(tmp), answer_examples)
             report.seconds["report"] = time.perf_counter() - t3
             report.seconds["total"] = time.perf_counter() - t0
             (Path(tmp) / "report.json").write_text(report.model_dump_json(indent=2) + "\n")

@@ -12,9 +12,14 @@ Policy file::
       - metric: forget.forget_quality
         min: 0.05
         when: reference               # only evaluated when a reference model was given
+      - metric: privacy.mia_auc_excess
+        max: 0
+        required: true                # fail, never skip, when it cannot be computed
 
-A gate whose metric could not be measured fails (a gate never passes silently) unless its
-``when`` condition is not met, in which case it is reported as skipped (passed).
+A gate whose metric could not be measured fails (a gate never passes silently). A gate whose
+``when`` condition is not met, or whose metric was deliberately not run (robustness off), is
+*skipped*: shown as "skipped", not "pass", and it does not fail the verdict — unless the gate says
+``required: true``, in which case it fails with the reason it could not be computed.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class Gate(BaseModel):
     max: float | None = None
     relative_to: Literal["base", "reference"] | None = None
     when: Literal["reference"] | None = None
+    required: bool = False
 
     @field_validator("metric")
     @classmethod
@@ -133,14 +139,17 @@ class GatePolicy(BaseModel):
 def _check(gate: Gate, candidate: dict[str, Any], base: dict[str, Any],
            reference: dict[str, Any] | None, skipped: dict[str, str]) -> GateResult:
     value = candidate.get(gate.metric)
-    if gate.metric in skipped:
+    why_not = skipped.get(gate.metric)
+    if why_not is None and gate.when == "reference" and reference is None:
+        why_not = "no reference model given"
+    if why_not is not None:
+        if gate.required:
+            return GateResult(gate=gate.name, metric=gate.metric, value=value,
+                              threshold=gate.threshold_text(None), passed=False,
+                              reason=f"{gate.name}: required but not computed ({why_not})")
         return GateResult(gate=gate.name, metric=gate.metric, value=value,
-                          threshold=gate.threshold_text(None), passed=True,
-                          reason=f"{gate.name}: skipped ({skipped[gate.metric]})")
-    if gate.when == "reference" and reference is None:
-        return GateResult(gate=gate.name, metric=gate.metric, value=value,
-                          threshold=gate.threshold_text(None), passed=True,
-                          reason=f"{gate.name}: skipped (no reference model given)")
+                          threshold=gate.threshold_text(None), passed=True, skipped=True,
+                          reason=f"{gate.name}: skipped ({why_not})")
     scale: float | None = 1.0
     if gate.relative_to is not None:
         peer = base if gate.relative_to == "base" else (reference or {})

@@ -36,8 +36,7 @@ def facet_rows(report: EvalReport, facet: str) -> list[tuple[str, str, str, str,
 
 
 def gate_rows(verdict: GateVerdict) -> list[tuple[str, str, str, str, str]]:
-    return [(g.gate, g.metric, fmt(g.value), g.threshold, "pass" if g.passed else "FAIL")
-            for g in verdict.gates]
+    return [(g.gate, g.metric, fmt(g.value), g.threshold, g.status) for g in verdict.gates]
 
 
 def markdown(report: EvalReport) -> str:
@@ -115,8 +114,30 @@ def _roc_chart(contexts: dict[str, ModelContext], file: Path) -> bool:
     return True
 
 
-def write_report(report: EvalReport, contexts: dict[str, ModelContext], folder: Path) -> EvalReport:
-    """Write plots/*.png and report.md into ``folder``; return the report with its plot list."""
+def answer_rows(contexts: dict[str, ModelContext], n: int) -> list[list[str]]:
+    """The first ``n`` forget questions' greedy answers, one column per model (base, reference,
+    candidate): record id, then each model's answer. Holds personal data — opt-in only."""
+    roles = [r for r in ("base", "reference", "candidate") if r in contexts]
+    any_ctx = contexts[roles[0]]
+    qa = any_ctx.data.qa("forget")[:n]
+    answers = {r: contexts[r].gen("forget")[:n] for r in roles}
+    return [[str(rec.get("id", i)), *(answers[r][i].replace("|", "/") or "(empty)" for r in roles)]
+            for i, rec in enumerate(qa)]
+
+
+def answers_markdown(contexts: dict[str, ModelContext], n: int) -> list[str]:
+    roles = [r for r in ("base", "reference", "candidate") if r in contexts]
+    return ["## Forget answers side by side\n",
+            "Greedy answers to forget-set questions (shown because the evaluation was asked to; they "
+            "hold personal data — keep this report with the run's working data, not as evidence).\n",
+            "| record | " + " | ".join(roles) + " |", "|---" * (len(roles) + 1) + "|",
+            *[f"| {' | '.join(row)} |" for row in answer_rows(contexts, n)], ""]
+
+
+def write_report(report: EvalReport, contexts: dict[str, ModelContext], folder: Path,
+                 answer_examples: int = 0) -> EvalReport:
+    """Write plots/*.png and report.md into ``folder``; return the report with its plot list.
+    ``answer_examples`` > 0 adds that many forget answers side by side (personal data: opt-in)."""
     plots_dir = folder / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     plots: list[str] = []
@@ -126,8 +147,9 @@ def write_report(report: EvalReport, contexts: dict[str, ModelContext], folder: 
     if _roc_chart(contexts, plots_dir / "mia_roc.png"):
         plots.append("plots/mia_roc.png")
     report = report.model_copy(update={"plots": plots})
-    (folder / "report.md").write_text(markdown(report))
+    extra = answers_markdown(contexts, answer_examples) if answer_examples > 0 else []
+    (folder / "report.md").write_text(markdown(report) + "\n".join(extra))
     return report
 
 
-__all__ = ["REGISTRY", "markdown", "write_report", "gate_rows", "fmt"]
+__all__ = ["REGISTRY", "answer_rows", "markdown", "write_report", "gate_rows", "fmt"]

@@ -432,21 +432,28 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
         general_eval_k = int(eval_k * general_share)
         names = [*names_of.values(), *(n for r in requests for n in r.selectors.names)]
         spec = _neighbor_spec(forget, names)
-        pools = _Pools(retain_k + eval_k + k + LEXICAL_POOL, general_k + general_eval_k, k)
+        # twice the neighbor candidates, alternating between the neighbor set (measured) and the
+        # retain-train sample as hard negatives (out of scope but close: kept on purpose)
+        pools = _Pools(retain_k + eval_k + k + LEXICAL_POOL, general_k + general_eval_k, 2 * k)
         calls = []
         for scan, shard in zip(found.scans, shards, strict=True):
             exclude = frozenset(n for n, _, _ in scan.matches)
             rng = random.Random(f"{seed}:{shard.rel}")
             extra = len(exclude) + len(scan.blank)
             sample = sample_lines(scan.lines, retain_k + eval_k + k + LEXICAL_POOL + extra, rng)
-            calls.append((shard, seed, sample, exclude, spec, k, general_k + general_eval_k))
+            calls.append((shard, seed, sample, exclude, spec, 2 * k, general_k + general_eval_k))
         results = runner.map(collect_shard, calls)
         for index, got in enumerate(_progress(results, len(shards), "scope: sampling", progress)):
             pools.add(index, got)
+    shared_train, pools.neighbors = pools.neighbors[1::2], pools.neighbors[0::2]
     neighbors, chosen = _pick_neighbors(forget, forget_ids, pools, k)
     # general facts alternate between the two samples, so both hold some even when they are few
     general_train, general_eval = pools.general[0::2], pools.general[1::2]
     retain = _pick_retain(general_train, pools.sampled, forget_ids | chosen, retain_k, general_k)
+    hard = [{**rec, "retain_reason": "hard_negative_" + "+".join(why)}
+            for _, _, _, _, rec, why in shared_train
+            if rec["id"] not in forget_ids | chosen | {r["id"] for r in retain}][:k]
+    retain += hard
     retain_eval = _pick_retain(general_eval, pools.sampled, forget_ids | chosen | {r["id"] for r in retain},
                                eval_k, general_eval_k)
     holdout, holdout_shards = _holdout(corpus_uri, len(forget), seed)
@@ -462,6 +469,9 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
         notes.append("corpus has no holdout/ split: holdout set is empty (membership inference needs one)")
     if len(retain) < retain_k:
         notes.append(f"only {len(retain)} out-of-scope records for a retain target of {retain_k}")
+    if hard:
+        notes.append(f"retain-train holds {len(hard)} hard negatives: out-of-scope records sharing "
+                     "attribute values or a surname with the forget set, not in the neighbor set")
     if len(retain_eval) < eval_k:
         notes.append(f"only {len(retain_eval)} out-of-scope records left for a retain-eval target "
                      f"of {eval_k}")

@@ -6,7 +6,8 @@ generation, per set and question variant), ``depends`` other metrics (forget qua
 the truth-ratio values, PrivLeak on the reference model's AUC). The evaluator plans the union of
 passes for the metrics it runs, runs each pass once per model, then evaluates metrics; a metric's
 value is cached in its :class:`ModelContext`, so a dependency is computed once.
-Metric modules: forget, utility, privacy, robustness, cost (imported at the end of this file).
+Metric modules: forget, utility, privacy, robustness, cost, calibration (imported at the end of
+this file).
 """
 
 from __future__ import annotations
@@ -227,7 +228,7 @@ def mean_or_none(values: Sequence[float] | np.ndarray) -> float | None:
 def _register_all() -> None:
     import importlib
 
-    for module in ("forget", "utility", "privacy", "robustness", "cost"):
+    for module in ("forget", "utility", "privacy", "robustness", "cost", "calibration"):
         importlib.import_module(f"{__name__}.{module}")
 
 
