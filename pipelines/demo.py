@@ -4,7 +4,10 @@ Generates the benchmark corpus, builds the tiny base and retain-only reference m
 the base as ``champion``, files a GDPR erasure request for two people, starts the local server,
 asks it about a person to forget and a person to keep, runs the unlearning pipeline locally
 (kfp.local + local Ray + sqlite MLflow + local storage), prints the gate table, and asks again
-once the server has picked up the promoted version. All state lives under ``.unlearnops/demo``
+once the server has picked up the promoted version, with the retain-only reference model's answers
+beside (a forgotten person's answers should read like the reference's, never broken text). The
+pipeline is judged by the default gate policy (components/evaluate/default_policy.yaml) — the
+same one a production run uses. All state lives under ``.unlearnops/demo``
 (removed at the start, so the demo is re-runnable). Exit code: the pipeline's (0 promoted,
 3 gates failed, 1 error).
 
@@ -31,7 +34,6 @@ from rich.console import Console
 from rich.table import Table
 
 MODEL_NAME = "people-qa"
-POLICY_FILE = Path(__file__).resolve().parent / "demo_policy.yaml"
 #: NPO on the tiny model: 40 steps reach the holdout level; 100 over-forget (MIA AUC ≈ 0.07).
 DEMO_PARAMS: dict[str, Any] = {"beta": 0.1, "train": {"steps": 40}}
 REQUEST_ID = "demo-erasure-1"
@@ -173,14 +175,28 @@ def wait_for_version(url: str, old: str, timeout: float = 60) -> str:
     return old
 
 
+def local_answers(model_dir: str, qas: list[dict[str, Any]], max_new_tokens: int = 24) -> list[str]:
+    """Greedy answers of a model folder (here: the retain-only reference, which is not served)."""
+    from unlearnops.components.evaluate.scoring import ModelScorer
+
+    from unlearnops import modelio, textformat
+
+    scorer = ModelScorer(modelio.load_model(model_dir, "cpu"), modelio.load_tokenizer(model_dir), "cpu",
+                         name="reference")
+    return scorer.generate([textformat.prompt_of(q["question"]) for q in qas], max_new_tokens)
+
+
 def answers_table(qas: list[dict[str, Any]], who: list[str], before: list[str], after: list[str],
-                  versions: tuple[str, str]) -> Table:
-    table = Table(title="What the served model says", title_justify="left", show_lines=True)
-    for col in ("person", "question", "true answer", f"before (v{versions[0]})", f"after (v{versions[1]})"):
+                  versions: tuple[str, str], reference: list[str]) -> Table:
+    """Base (before), retain-only reference and candidate (after) answers side by side."""
+    table = Table(title="What the served model says (the reference never saw the forgotten people)",
+                  title_justify="left", show_lines=True)
+    for col in ("person", "question", "true answer", f"before (v{versions[0]})", "reference",
+                f"after (v{versions[1]})"):
         table.add_column(col, overflow="fold")
-    for qa, person, b, a in zip(qas, who, before, after, strict=True):
+    for qa, person, b, r, a in zip(qas, who, before, reference, after, strict=True):
         truth = qa["answer"].strip()
-        table.add_row(person, qa["question"], truth, _mark(b, truth), _mark(a, truth))
+        table.add_row(person, qa["question"], truth, _mark(b, truth), _mark(r, truth), _mark(a, truth))
     return table
 
 
@@ -217,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         _step("5/6 run the unlearning pipeline locally (kfp.local)")
         params = DEMO_PARAMS if args.method == "npo" else {}
         run = run_local([REQUEST_ID], corpus_uri=ctx["corpus"], model_name=MODEL_NAME, method=args.method,
-                        method_params=params, policy_yaml=POLICY_FILE.read_text(), workers=args.workers,
+                        method_params=params, policy_yaml="", workers=args.workers,
                         reference_uri=ctx["reference"], console=sys.stderr)
         if run.report is not None:
             console.print(gate_table(run.report))
@@ -226,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         _step("6/6 ask the served model again")
         v_after = wait_for_version(url, v_before) if run.exit_code == 0 else v_before
         _, after = ask(url, qas)
-    console.print(answers_table(qas, who, before, after, (v_before, v_after)))
+    reference = local_answers(ctx["reference"], qas)
+    console.print(answers_table(qas, who, before, after, (v_before, v_after), reference))
     console.print(f"demo finished in {time.monotonic() - started:.0f}s; state under {home}")
     return run.exit_code
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +139,10 @@ def test_stop_when_conditions() -> None:
     assert probes.better(good, None, base, cond)
     assert not probes.better({"forget_prob": 0.2, "retain_prob": 0.8}, good, base, cond)
     assert not probes.should_stop(good, base, {}, step=50)
+
+
+def test_training_reads_only_forget_and_retain_train(tmp_path: Path) -> None:
+    from unlearnops.components.unlearn.data import read_scope_sets
+
+    with pytest.raises(DataError, match="held out for evaluation"):
+        read_scope_sets(str(tmp_path), ["forget", "retain_eval"])

@@ -37,9 +37,19 @@ class DataError(ValueError):
     """The scope's data cannot be used with this model or method (message says why and what to do)."""
 
 
+#: The only DataScope sets training may read: the forget set and the retain-train sample. The
+#: retain-eval, neighbor and holdout sets are what evaluation measures on — never trained on.
+TRAINABLE_SETS: tuple[str, ...] = ("forget", "retain")
+
+
 def read_scope_sets(scope_uri: str, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """Read the named sets of a DataScope folder (``forget``, ``retain``, ...)."""
+    """Read the named trainable sets of a DataScope folder (see :data:`TRAINABLE_SETS`)."""
     from unlearnops.components.scope.resolve import read_set
+
+    held_out = sorted(set(names) - set(TRAINABLE_SETS))
+    if held_out:
+        raise DataError(f"training may read only the {' and '.join(TRAINABLE_SETS)} sets of a scope, "
+                        f"not {held_out}: those are held out for evaluation")
 
     return {name: list(read_set(scope_uri, name)) for name in names}
 
