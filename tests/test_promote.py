@@ -12,6 +12,7 @@ from unlearnops.components.promote import promote as pm
 from unlearnops.components.register.register import register_model
 
 from unlearnops import crds
+from unlearnops.model_erasure import ERASED_BY_TAG, ERASED_OVERRIDE_TAG, request_tokens
 from unlearnops.settings import get_settings
 
 
@@ -19,6 +20,12 @@ def _aliases(name: str) -> dict[str, str]:
     from mlflow import MlflowClient
 
     return pm.read_aliases(MlflowClient(tracking_uri=get_settings().tracking_uri), name)
+
+
+def _tags(name: str, version: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient(tracking_uri=get_settings().tracking_uri).get_model_version(name, version).tags)
 
 
 def _child(factory, tmp_path: Path, seed: int, parent: str, name: str = "m", gate: str = "passed") -> str:
@@ -60,8 +67,16 @@ def test_promote_conflict_rollback(lineage: dict[str, str]) -> None:
         pm.promote("m", lineage["v3"])  # v3 was unlearned from v1, but v2 is champion now
     assert _aliases("m") == {"champion": "2", "previous": "1", "challenger": "3"}
     pm.promote("m", lineage["v2"])  # already champion: no change
-    assert pm.rollback("m").version == "1"
+    # v2 erased req-2: v1, trained on that data, is tagged and never served again without an override
+    with pytest.raises(pm.PromotionRefused, match="version 1 of m was trained on data erased since"):
+        pm.rollback("m")
+    assert _aliases("m") == {"champion": "2", "previous": "1", "challenger": "3"}  # nothing changed
+    assert pm.rollback("m", override_reason="v2 answers wrongly; legal approved for 24 h").version == "1"
     assert _aliases("m") == {"champion": "1", "challenger": "3"}
+    tags = _tags("m", "1")
+    assert tags[ERASED_BY_TAG] == ",".join(request_tokens(["req-2"]))
+    override = json.loads(tags[ERASED_OVERRIDE_TAG])
+    assert override["action"] == "rollback" and override["reason"].startswith("v2 answers wrongly")
     with pytest.raises(pm.PromotionError, match="no 'previous'"):
         pm.rollback("m")
     with pytest.raises(pm.PromotionError, match="has no version 9"):
@@ -72,6 +87,7 @@ def test_promote_conflict_rollback(lineage: dict[str, str]) -> None:
         pm.promote("m", "3", target="mars")
     rows = pm.describe("m")
     assert [r["aliases"] for r in rows] == [["champion"], [], ["challenger"]]
+    assert rows[0]["erased_by"] and not rows[2]["erased_by"]
     assert rows[1]["requests"] == ["req-2"] and rows[1]["parent"] == "1"
 
 
@@ -139,10 +155,47 @@ def test_cli_flow(mlflow_embedded: str, tiny_model_factory, tmp_path: Path) -> N
     assert runner.invoke(cli.app, ["promote", "c", "2"]).exit_code == 0
     models = runner.invoke(cli.app, ["models", "c"])
     assert models.exit_code == 0 and "r-9" in models.output and "champion" in models.output
-    assert runner.invoke(cli.app, ["rollback", "c"]).exit_code == 0
+    refused = runner.invoke(cli.app, ["rollback", "c"])  # v1 holds r-9's data, erased by v2
+    assert refused.exit_code == 2 and "trained on data erased since" in " ".join(refused.stderr.split())
+    assert _aliases("c")["champion"] == "2"
+    assert runner.invoke(cli.app, ["rollback", "c", "--override-reason", "incident 7"]).exit_code == 0
     assert _aliases("c")["champion"] == "1"
     bad = runner.invoke(cli.app, ["register", "--model", str(tmp_path / "none"), "--name", "c"])
     assert bad.exit_code == 2
+
+
+def test_models_dispose_deletes_erased_versions(lineage: dict[str, str], tiny_model_factory,
+                                                tmp_path: Path) -> None:
+    from unlearnops import cli, storage
+    from unlearnops.model_erasure import DISPOSED_TAG
+
+    pm.promote("m", lineage["v2"])  # v1 (and nothing newer) now holds erased data
+    v4 = _child(tiny_model_factory, tmp_path, 4, lineage["v2"])
+    pm.promote("m", v4)  # previous = v2: v1 and v3 have no alias left
+    export = _tags("m", "1")[pm.EXPORT_TAG]
+    assert storage.exists(export)
+    cli._load_plugins()
+    out = CliRunner().invoke(cli.app, ["models", "dispose", "m"])
+    # v1 and v3 (unaliased, older than the champion v4): exported copy + MLflow artifacts each
+    assert out.exit_code == 0 and "deleted 4 artifact location(s)" in out.stdout, out.output
+    assert not storage.exists(export) and DISPOSED_TAG in _tags("m", "1") and DISPOSED_TAG in _tags("m", "3")
+    assert DISPOSED_TAG not in _tags("m", lineage["v2"])  # behind an alias: never disposed
+    again = CliRunner().invoke(cli.app, ["models", "dispose", "m"])
+    assert "deleted 0 artifact location(s)" in again.stdout
+
+
+def test_server_refuses_an_erased_version(lineage: dict[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    from unlearnops.serving import AliasFollower, ModelHolder
+
+    pm.promote("m", lineage["v2"])
+    # someone points the alias at v1 behind promote's back: the server does not load it
+    MlflowClient(tracking_uri=get_settings().tracking_uri).set_registered_model_alias("m", "champion", "1")
+    follower = AliasFollower(ModelHolder(), "m", "champion", get_settings().tracking_uri, poll_seconds=60)
+    assert follower.check() is False
+    assert follower.last_error is not None and "trained on data erased since" in follower.last_error
+    assert follower.holder.current is None
 
 
 @pytest.mark.services

@@ -40,6 +40,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel, Field
 
+from .model_erasure import ErasedVersionRefused, refusal
 from .textformat import prompt_of
 
 log = logging.getLogger("unlearnops.serving")
@@ -243,12 +244,16 @@ class AliasFollower:
 
         try:
             client = MlflowClient(tracking_uri=self.tracking_uri)
-            version = str(client.get_model_version_by_alias(self.name, self.alias).version)
+            found = client.get_model_version_by_alias(self.name, self.alias)
+            version = str(found.version)
             self.last_check = time.time()
             current = self.holder.current
             if current is not None and current.version == version:
                 self.last_error = None
                 return False
+            why = refusal(self.name, version, found.tags or {})  # trained on erased data: never loaded
+            if why:
+                raise ErasedVersionRefused(why)
             self.holder.swap(load_version(self.name, version, self.tracking_uri))
             self.last_error = None
             return True

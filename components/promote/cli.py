@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnops.cli import EXIT_ERROR, app, fail
+from unlearnops.cli import EXIT_BAD_INPUT, EXIT_ERROR, app, fail
 
 
 @app.command("promote")
@@ -18,13 +18,17 @@ def promote_cmd(
     canary: int | None = typer.Option(None, "--canary", help="kserve: canaryTrafficPercent"),
     no_parent_check: bool = typer.Option(False, "--no-parent-check",
                                          help="skip the compare-and-set on the parent version"),
+    override_reason: str | None = typer.Option(
+        None, "--override-reason", help="promote a version trained on erased data anyway (recorded)"),
 ) -> None:
     """Make VERSION the champion of NAME if the champion is still the version it was unlearned from."""
-    from .promote import PromotionConflict, PromotionError, promote
+    from .promote import PromotionConflict, PromotionError, PromotionRefused, promote
 
     try:
         ref = promote(name, version, target=target, out=out, canary_traffic_percent=canary,
-                      expect_parent=not no_parent_check)
+                      expect_parent=not no_parent_check, override_reason=override_reason)
+    except PromotionRefused as err:
+        raise fail(str(err), EXIT_BAD_INPUT) from err
     except PromotionConflict as err:
         raise fail(str(err), EXIT_ERROR) from err
     except PromotionError as err:
@@ -36,20 +40,35 @@ def promote_cmd(
 
 
 @app.command("rollback")
-def rollback_cmd(name: str = typer.Argument(..., help="registered model name")) -> None:
-    """Move champion back to the previous version (it may still hold data that was unlearned since)."""
-    from .promote import PromotionError, rollback
+def rollback_cmd(
+    name: str = typer.Argument(..., help="registered model name"),
+    override_reason: str | None = typer.Option(
+        None, "--override-reason", help="roll back to a version trained on erased data anyway (recorded)"),
+) -> None:
+    """Move champion back to the previous version (refused if it holds data erased since)."""
+    from .promote import PromotionError, PromotionRefused, rollback
 
     try:
-        ref = rollback(name)
+        ref = rollback(name, override_reason)
+    except PromotionRefused as err:
+        raise fail(str(err), EXIT_BAD_INPUT) from err
     except PromotionError as err:
         raise fail(str(err), EXIT_ERROR) from err
     typer.echo(f"{ref.name}: champion rolled back to version {ref.version}")
 
 
 @app.command("models")
-def models_cmd(name: str = typer.Argument(..., help="registered model name")) -> None:
-    """List the versions of NAME with their aliases, gate results, parents and requests."""
+def models_cmd(
+    name: str = typer.Argument(..., help="registered model name (or `dispose NAME`)"),
+    dispose_name: str | None = typer.Argument(None, metavar="[NAME]", show_default=False),
+) -> None:
+    """List the versions of NAME; `models dispose NAME` deletes erased versions' artifacts.
+
+    Dispose: the exported copy and MLflow artifacts of every version tagged ``erased_by`` whose
+    retention window (UNLEARNOPS_RETENTION_DAYS) has passed, never a version behind an alias.
+    """
+    if name == "dispose" and dispose_name:
+        return _dispose(dispose_name)
     from .promote import PromotionError, describe
 
     try:
@@ -57,12 +76,24 @@ def models_cmd(name: str = typer.Argument(..., help="registered model name")) ->
     except PromotionError as err:
         raise fail(str(err), EXIT_ERROR) from err
     table = Table(title=f"models:/{name}")
-    for col in ("version", "aliases", "gate", "parent", "method", "requests"):
+    for col in ("version", "aliases", "gate", "parent", "method", "requests", "erased by"):
         table.add_column(col)
     for row in rows:
         table.add_row(row["version"], ", ".join(row["aliases"]), row["gate"], row["parent"], row["method"],
-                      ", ".join(row["requests"]))
+                      ", ".join(row["requests"]), row.get("erased_by", ""))
     Console().print(table)
+
+
+def _dispose(name: str) -> None:
+    from .erasure import dispose_versions
+
+    try:
+        record = dispose_versions(name)
+    except Exception as err:  # noqa: BLE001 - an unknown model or an unreachable registry
+        raise fail(f"cannot dispose of {name}'s versions: {err}", EXIT_ERROR) from err
+    done = sorted({e.uri for e in record.entries if e.action == "deleted"})
+    typer.echo(f"{name}: deleted {len(done)} artifact location(s) of erased versions"
+               + (f" (disposition record {record.run_id})" if done else ""))
 
 
 @app.command("serve")
@@ -84,3 +115,4 @@ def serve_cmd(
         raise fail("--poll-seconds must be > 0 and --max-batch >= 1")
     run_server(name, alias, host=host, port=port, poll_seconds=poll_seconds, webhook_secret=webhook_secret,
                threads=threads, max_batch=max_batch)
+

@@ -47,6 +47,10 @@ class PromotionError(RuntimeError):
     """Promotion did not happen (the message says why and what to do)."""
 
 
+class PromotionRefused(PromotionError):
+    """The version was trained on erased data and no override reason was given (nothing changed)."""
+
+
 class PromotionConflict(PromotionError):
     """The compare-and-set on the champion failed: someone promoted in between."""
 
@@ -177,7 +181,7 @@ def check_parent(name: str, version: str, parent: str | None, champion: str | No
 
 def promote(name: str, version: str, *, target: str = "local", expect_parent: bool = True,
             out: str | None = None, canary_traffic_percent: int | None = None,
-            namespace: str | None = None) -> ModelRef:
+            namespace: str | None = None, override_reason: str | None = None) -> ModelRef:
     """Make ``version`` the champion of ``name`` (compare-and-set on its parent); see the module docstring.
 
     ``target="kserve"`` also writes the version's InferenceService manifest (validated against
@@ -198,6 +202,7 @@ def promote(name: str, version: str, *, target: str = "local", expect_parent: bo
     tags = mv.tags or {}
     if tags.get(GATE_TAG) == "failed":
         raise PromotionError(f"version {version} of {name} failed its gates (tag {GATE_TAG}); not promoted")
+    _erasure_guard(client, name, version, tags, "promote", override_reason)
     manifest = _kserve_manifest(name, version, tags, canary_traffic_percent, namespace) \
         if target == "kserve" else None
     champion = before.get(CHAMPION)
@@ -210,6 +215,7 @@ def promote(name: str, version: str, *, target: str = "local", expect_parent: bo
             moves.append((CHALLENGER, None))
         apply_moves(client, name, moves, before, expect_champion=champion, check_champion=True)
         log.info("%s: champion %s → %s", name, champion, version)
+        erasure.tag_older_versions(client, name, version, tags)  # they still hold what it erased
     if manifest is not None:
         dest = out or storage.join(get_settings().storage_root_uri, "registry", name, "kserve",
                                    f"v{version}.yaml")
@@ -232,18 +238,31 @@ def _kserve_manifest(name: str, version: str, tags: dict[str, str], canary: int 
         raise PromotionError(str(err)) from err
 
 
-def rollback(name: str) -> ModelRef:
-    """``champion`` ← ``previous`` (and ``previous`` is cleared); the aliases end as they were on failure."""
+def rollback(name: str, override_reason: str | None = None) -> ModelRef:
+    """``champion`` ← ``previous`` (and ``previous`` is cleared); the aliases end as they were on failure.
+
+    A previous version trained on data erased since is refused unless ``override_reason`` is given.
+    """
     client = _client()
     _step("read")
     before = read_aliases(client, name)
     previous = before.get(PREVIOUS)
     if previous is None:
         raise PromotionError(f"{name} has no 'previous' version to roll back to")
+    tags = _retry(lambda: client.get_model_version(name, previous), RETRY.attempts, RETRY.wait_max).tags or {}
+    _erasure_guard(client, name, previous, tags, "rollback", override_reason)
     apply_moves(client, name, [(CHAMPION, previous), (PREVIOUS, None)], before,
                 expect_champion=before.get(CHAMPION), check_champion=True)
     log.warning("%s: rolled back champion %s → %s", name, before.get(CHAMPION), previous)
     return ModelRef(name=name, version=previous, alias=CHAMPION)
+
+
+def _erasure_guard(client: mlflow.MlflowClient, name: str, version: str, tags: dict[str, str], action: str,
+                   override_reason: str | None) -> None:
+    try:
+        erasure.guard(client, name, version, tags, action, override_reason)
+    except erasure.ErasedVersionRefused as err:
+        raise PromotionRefused(f"{err}; nothing was changed") from None
 
 
 def describe(name: str) -> list[dict[str, Any]]:
@@ -260,5 +279,6 @@ def describe(name: str) -> list[dict[str, Any]]:
                      "gate": tags.get(GATE_TAG, ""), "parent": tags.get(PARENT_TAG, ""),
                      "method": tags.get("unlearnops.method", ""),
                      "requests": [r for r in tags.get("unlearnops.requests", "").split(",") if r],
-                     "export_uri": tags.get(EXPORT_TAG, ""), "created": mv.creation_timestamp})
+                     "export_uri": tags.get(EXPORT_TAG, ""), "created": mv.creation_timestamp,
+                     "erased_by": tags.get(erasure.ERASED_BY_TAG, "")})
     return rows

@@ -1,0 +1,52 @@
+"""The model layer of an erasure: which registered versions still hold erased data.
+
+When a version that erased requests is promoted, every older version of the model was trained on
+that data: each gets the tag ``unlearnops.erased_by`` (comma-separated keyed hashes of the
+request ids, :mod:`unlearnops.keyed_hash`). Such a version is never served again — promote,
+rollback and the server refuse it — unless an operator overrides with a reason, recorded in the
+tag ``unlearnops.erased_override`` (JSON: who, when, why). ``unlearnops models dispose`` deletes
+the artifacts of those versions after the retention window (tag ``unlearnops.disposed_at``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from .keyed_hash import current_actor, keyed_hash, short
+from .types import utcnow
+
+ERASED_BY_TAG = "unlearnops.erased_by"
+ERASED_AT_TAG = "unlearnops.erased_at"
+ERASED_OVERRIDE_TAG = "unlearnops.erased_override"
+DISPOSED_TAG = "unlearnops.disposed_at"
+
+
+class ErasedVersionRefused(RuntimeError):
+    """The version was trained on erased data and no override with a reason was given."""
+
+
+def request_tokens(request_ids: list[str]) -> list[str]:
+    """Short keyed hashes of request ids (what the ``erased_by`` tag lists)."""
+    return [short(keyed_hash(r)) for r in request_ids]
+
+
+def merged(existing: str, tokens: list[str]) -> str:
+    return ",".join(sorted({t for t in existing.split(",") if t} | set(tokens)))
+
+
+def refusal(name: str, version: str, tags: Mapping[str, str]) -> str | None:
+    """Why ``version`` must not serve (None when it may): erased data without a recorded override."""
+    erased = tags.get(ERASED_BY_TAG)
+    if not erased or tags.get(ERASED_OVERRIDE_TAG):
+        return None
+    return (f"version {version} of {name} was trained on data erased since (erased_by={erased}); "
+            "it is not served again unless an operator overrides with a reason (--override-reason)")
+
+
+def override_record(reason: str, action: str) -> str:
+    """The JSON recorded in the override tag: who, when, what, why."""
+    if not reason.strip():
+        raise ErasedVersionRefused("an override needs a reason (it is recorded on the version)")
+    return json.dumps({"actor": current_actor(), "at": utcnow().isoformat(), "action": action,
+                       "reason": reason.strip()}, sort_keys=True)
