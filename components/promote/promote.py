@@ -31,7 +31,7 @@ from unlearnops.modelio import EXPORT_TAG
 from unlearnops.settings import get_settings
 from unlearnops.types import ModelRef
 
-from . import kserve
+from . import erasure, kserve
 
 log = logging.getLogger(__name__)
 
