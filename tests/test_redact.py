@@ -86,3 +86,22 @@ def test_redact_cli_with_retention(unlearnops_home: Path, monkeypatch: pytest.Mo
     assert len(kept) == 2 and "Bo Lind" in storage.read_text(kept[0].uri)  # kept until the window ends
     bad = runner.invoke(app, ["corpus", "redact", str(unlearnops_home / "nothing")])
     assert bad.exit_code == 2 and "no *.jsonl or *.parquet shards" in bad.stderr
+
+
+def test_scope_never_uses_suppressed_records(unlearnops_home: Path, bench_data: Path,
+                                             tmp_path: Path) -> None:
+    from unlearnops.components.scope.resolve import read_set, resolve_scope
+
+    from unlearnops.data.generate import subject_request
+
+    people = [json.loads(line) for line in (bench_data / "people.jsonl").read_text().splitlines()]
+    req = subject_request([people[0]["subject_id"]], request_id="first")
+    resolve_scope([req], str(bench_data), str(tmp_path / "a"))
+    retain = read_set(str(tmp_path / "a"), "retain")
+    erased = retain[:3]  # say these were erased by an earlier request
+    suppression.add_entry("run-x", ["earlier"], [], erased)
+    manifest = resolve_scope([req], str(bench_data), str(tmp_path / "b"))
+    out = str(tmp_path / "b")
+    used = {r["id"] for name in manifest.sets if name != "forget" for r in read_set(out, name)}
+    assert not used & {r["id"] for r in erased}
+    assert any("suppression list" in n for n in manifest.options["notes"])

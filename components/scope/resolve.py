@@ -27,6 +27,7 @@ from typing import Any
 from unlearnops import storage
 from unlearnops.keyed_hash import selector_hashes
 from unlearnops.settings import apply_runtime_env, get_settings, runtime_env
+from unlearnops.suppression import SuppressionList
 from unlearnops.types import SCOPE_SETS, ForgetRequest, RequestKind, ScopeManifest, SetInfo, SourceShard
 
 from .match import Matcher, build_matcher, content_sha256, json_forms, words_regex
@@ -457,6 +458,9 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
     retain_eval = _pick_retain(general_eval, pools.sampled, forget_ids | chosen | {r["id"] for r in retain},
                                eval_k, general_eval_k)
     holdout, holdout_shards = _holdout(corpus_uri, len(forget), seed)
+    # erased records (the suppression list) are never used again, not even as retain data
+    retain, retain_eval, neighbors, holdout, suppressed = _unsuppressed(retain, retain_eval, neighbors,
+                                                                        holdout)
     qa_ids = {r["id"] for s in (forget, retain, retain_eval, neighbors, holdout)
               for r in s if r.get("question") is not None}
     para, pert = _sidecar(corpus_uri, PARAPHRASES, qa_ids), _sidecar(corpus_uri, PERTURBED, qa_ids)
@@ -464,7 +468,7 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
     sets = {"forget": forget, "retain": _enrich(retain, para, pert),
             "neighbor": _enrich(neighbors, para, pert), "holdout": _enrich(holdout, para, pert),
             "paraphrase": _paraphrase_set(forget), RETAIN_EVAL: _enrich(retain_eval, para, pert)}
-    notes = []
+    notes = [f"{suppressed} erased record(s) on the suppression list left out"] if suppressed else []
     if not holdout_shards:
         notes.append("corpus has no holdout/ split: holdout set is empty (membership inference needs one)")
     if len(retain) < retain_k:
@@ -494,6 +498,13 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
         },
     }
     return _write_scope(out_uri, sets, manifest)
+
+
+def _unsuppressed(*sets: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """Each set without the records on the suppression list; the number left out comes last."""
+    listed = SuppressionList.load()
+    kept = [[r for r in rows if not listed.suppressed(r)] for rows in sets]
+    return (*kept, sum(len(a) - len(b) for a, b in zip(sets, kept, strict=True)))
 
 
 def _pick_neighbors(forget: list[dict[str, Any]], forget_ids: set[str], pools: _Pools,
