@@ -50,7 +50,7 @@ def test_over_forgetting_damage_is_refused(tiny_models: Path, tiny_scope: Path, 
     assert report.candidate["utility.retention.retain"] < 0.9
     assert report.candidate["forget.holdout_ratio.prob"] < 0.2  # far below never-trained people
     skipped = {g.gate for g in report.verdict.gates if g.skipped}
-    assert skipped == {"relearn-recovery", "quantization-at-holdout-level"}  # shown, not "pass"
+    assert skipped == {"relearn-recovery", "quantization-robust"}  # shown, not "pass"
     md = (tmp_path / "npo" / "report.md").read_text()
     assert "| skipped |" in md and "| FAIL |" in md
 
