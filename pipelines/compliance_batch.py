@@ -1,8 +1,9 @@
-"""The scheduled compliance pipeline: every pending request up to a cutoff, unlearned as one scope.
+"""The scheduled compliance pipeline: every approved request up to a cutoff, unlearned as one scope.
 
 The cutoff defaults to the run's schedule time (``dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER``
-on a recurring run), else now; requests come oldest deadline first. With nothing pending the run
-does nothing. The unlearning graph is the same as ``unlearn_on_request``'s.
+on a recurring run), else now; requests come earliest effective deadline first (the meaning of
+``Ledger.pending_until``). With nothing approved the run does nothing. The unlearning graph is the
+same as ``unlearn_on_request``'s; one certificate is issued per request it completes.
 """
 
 from typing import Any
@@ -21,7 +22,7 @@ def build(options: CompileOptions | None = None) -> Any:
     opts = options or CompileOptions()
 
     @dsl.pipeline(name=PIPELINE_NAME,
-                  description="Unlearn every pending forget request up to the cutoff as one scope "
+                  description="Unlearn every approved forget request up to the cutoff as one scope "
                               "(unlearnops, for recurring runs).")
     def compliance_batch(
         corpus_uri: str,

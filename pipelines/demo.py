@@ -33,6 +33,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from unlearnops import residue
+
 MODEL_NAME = "people-qa"
 #: NPO on the tiny model: 40 steps reach the holdout level; 100 over-forget (MIA AUC ≈ 0.07).
 DEMO_PARAMS: dict[str, Any] = {"beta": 0.1, "train": {"steps": 40}}
@@ -95,7 +97,7 @@ def prepare(home: Path) -> dict[str, Any]:
         ledger.set_status(REQUEST_ID, "approved", "demo: erasure approved", actor="demo-dpo")
     console.print(f"request {REQUEST_ID}: forget {', '.join(people[i]['name'] for i in forget_ids)}")
     return {"corpus": corpus, "reference": str(Path(models) / "reference"), "forget": forget_ids[0],
-            "keep": keep_id, "people": people}
+            "keep": keep_id, "people": people, "forget_ids": forget_ids}
 
 
 def _people(corpus: str) -> list[dict[str, Any]]:
@@ -222,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from unlearnops.pipelines.local_runner import run_local
 
     ctx = prepare(home)
+    needles = residue.needles_for(ctx["corpus"], ctx["forget_ids"])  # read before the corpus is redacted
     people = ctx["people"]
     qas = questions(ctx["corpus"], [ctx["forget"], ctx["keep"]])
     who = [f"{people[q['subject_ids'][0]]['name']} "
@@ -244,8 +247,29 @@ def main(argv: list[str] | None = None) -> int:
         _, after = ask(url, qas)
     reference = local_answers(ctx["reference"], qas)
     console.print(answers_table(qas, who, before, after, (v_before, v_after), reference))
+    scan = erasure_evidence(home, ctx["corpus"], needles)
     console.print(f"demo finished in {time.monotonic() - started:.0f}s; state under {home}")
-    return run.exit_code
+    print(scan.line, flush=True)  # the last line: the residue scan's result
+    return run.exit_code or (1 if scan.hits else 0)
+
+
+def erasure_evidence(home: Path, corpus: str, needles: list[str]) -> residue.ScanResult:
+    """Redact the corpus (data layer), show the certificate, scan unlearnops' state for residue.
+
+    Scanned: everything under the demo home except ``models/`` (the benchmark's model build:
+    its inputs, the pre-erasure base model folder and the forget split's definition).
+    """
+    from unlearnops import certificates, storage
+    from unlearnops.redact import redact_corpus
+
+    redacted = redact_corpus(corpus)
+    console.print(f"corpus redact: {redacted.records_removed} erased record(s) removed from "
+                  f"{redacted.shards_changed} of {redacted.shards_checked} shard(s)")
+    for info in storage.list_files(certificates.certificates_root(), suffixes=("certificate.json",)):
+        cert = certificates.verify(storage.read_bytes(info.uri))
+        console.print(f"certificate {cert.certificate.id} for {cert.certificate.request.request_id}: "
+                      f"signature valid ({info.uri}, printable: certificate.html)")
+    return residue.scan(needles, folders=[p for p in sorted(home.iterdir()) if p.name != "models"])
 
 
 def _free_port() -> int:

@@ -1,0 +1,106 @@
+"""The residue rule: after an erasure run, no stored byte holds the forgotten people.
+
+The whole local pipeline runs on the benchmark (kfp.local, tiny model); then every file under
+the home folder — storage root (run folders, registry exports, dispositions, certificates),
+the ledger and MLflow databases, the MLflow artifact store, kfp.local's logs and outputs — is
+searched for the forgotten people's names and distinctive answers. Tokenizer vocabularies are
+the documented exception. The same on the S3 + MLflow-server stack (storage and artifacts on
+SeaweedFS, the registry on an MLflow server whose database is searched too).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from unlearnops import certificates, residue, storage
+from unlearnops.types import ForgetRequest, RequestKind, RequestStatus, Selectors
+
+MODEL = "residue-test"
+LENIENT = yaml.safe_dump({"gates": [{"name": "forget-rouge", "metric": "forget.rouge_l", "max": 1.0}]})
+
+
+def _erase(tiny_models: Path, bench_data: Path) -> Any:
+    """Register + promote the base, file and approve an erasure of two people, run the pipeline."""
+    from unlearnops.components.promote.promote import promote
+    from unlearnops.components.register.register import register_model
+    from unlearnops.pipelines.local_runner import run_local
+
+    from unlearnops.ledger import Ledger
+
+    ref = register_model(str(tiny_models / "base"), MODEL)
+    promote(MODEL, str(ref.version), expect_parent=False)
+    subjects = json.loads((tiny_models / "forget-request.json").read_text())["selectors"]["subject_ids"][:2]
+    now = datetime.now(UTC)
+    with Ledger() as ledger:
+        ledger.file(ForgetRequest(id="erase-1", kind=RequestKind.subject, legal_basis="gdpr-art17",
+                                  selectors=Selectors(subject_ids=subjects), requester="subject",
+                                  received_at=now - timedelta(days=1)), actor="clerk")
+        ledger.set_status("erase-1", RequestStatus.verified, actor="dpo")
+        ledger.set_status("erase-1", RequestStatus.approved, actor="dpo")
+    run = run_local(["erase-1"], corpus_uri=str(bench_data), model_name=MODEL, method="npo",
+                    policy_yaml=LENIENT, reference_uri=str(tiny_models / "reference"), console=None,
+                    workers=1, method_params={"train": {"steps": 30}})
+    assert run.exit_code == 0, (run.message, run.log_file.read_text()[-4000:])
+    return run
+
+
+def _certificate_ok() -> None:
+    found = storage.list_files(certificates.certificates_root(), suffixes=("certificate.json",))
+    assert len(found) == 1
+    cert = certificates.verify(storage.read_bytes(found[0].uri))
+    assert {d.what for d in cert.certificate.disposition} >= {"scope-sets", "model-copy"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_no_residue_after_a_local_run(unlearnops_home: Path, tiny_models: Path, bench_data: Path) -> None:
+    needles = residue.needles_for(str(bench_data), json.loads(
+        (tiny_models / "forget-request.json").read_text())["selectors"]["subject_ids"][:2])
+    assert len(needles) >= 4  # two names and distinctive answers
+    before = residue.scan(needles, folders=[bench_data])
+    assert before.hits  # the scan finds them where they are (the corpus itself)
+    _erase(tiny_models, bench_data)
+    _certificate_ok()
+    result = residue.scan(needles, folders=[unlearnops_home])
+    assert result.files > 20 and result.hits == [], result.line + "\n" + "\n".join(w for w, _ in result.hits)
+
+
+@pytest.mark.slow
+@pytest.mark.services
+@pytest.mark.timeout(2400)
+def test_no_residue_on_s3_and_mlflow_server(unlearnops_home: Path, tiny_models: Path, bench_data: Path,
+                                            s3_env: str, mlflow_server_factory: Any,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearnops.settings import get_settings
+
+    server = mlflow_server_factory()
+    monkeypatch.setenv("UNLEARNOPS_MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.setenv("UNLEARNOPS_STORAGE_ROOT", f"{s3_env}/store")
+    get_settings.cache_clear()
+    needles = residue.needles_for(str(bench_data), json.loads(
+        (tiny_models / "forget-request.json").read_text())["selectors"]["subject_ids"][:2])
+    _erase(tiny_models, bench_data)
+    _certificate_ok()
+    result = residue.scan(needles, folders=[unlearnops_home, server.root],
+                          prefixes=[s3_env, server.artifacts])
+    assert result.files > 20 and result.hits == [], result.line + "\n" + "\n".join(w for w, _ in result.hits)
+    if server.backend_uri.startswith("postgresql"):  # the registry's database, every row as text
+        rows = _database_text(server.backend_uri)
+        assert rows and not [n for n in needles if n in rows]
+
+
+def _database_text(url: str) -> str:
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]
+        return "\n".join(str(row[0]) for t in tables
+                         for row in conn.execute(f'SELECT t::text FROM "{t}" t').fetchall())
