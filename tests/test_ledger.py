@@ -125,6 +125,8 @@ def test_file_many_is_all_or_nothing(ledger: Ledger) -> None:
 def test_new_request_must_be_received(ledger: Ledger) -> None:
     with pytest.raises(LedgerError, match="filed as 'received'"):
         ledger.file(make_request(status="running"))
+    with pytest.raises(LedgerError, match="needs its selectors"):
+        ledger.file(make_request(purged=True, selectors={}))
     assert ledger.list() == []
 
 

@@ -344,6 +344,8 @@ class Ledger:
             if req.status != S.received or req.history:
                 raise LedgerError(f"request {req.id}: a new request is filed as 'received' with no "
                                   f"history; remove 'status'/'history' (got status {req.status.value!r})")
+            if req.purged or req.selectors.is_empty():
+                raise LedgerError(f"request {req.id}: a new request needs its selectors (and no 'purged')")
 
         def attempt() -> _Requests:
             try:
