@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .settings import apply_runtime_env
 
@@ -31,6 +32,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     """Print ``message`` to stderr and return the Exit to raise (``raise fail(...)``)."""
+    message = escape(message)  # user text is printed literally, never as markup
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
 

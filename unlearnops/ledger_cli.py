@@ -1,8 +1,11 @@
-"""``unlearnops request file|list|show``: the request ledger on the command line.
+"""``unlearnops request …`` and ``unlearnops audit verify``: the request ledger on the command line.
 
 The ledger is the one named by settings (``UNLEARNOPS_LEDGER_URL``; default a SQLite file
-under ``UNLEARNOPS_HOME``). A malformed request file exits 2 with a message naming the field,
-and nothing is written: all requests of a file are filed in one transaction.
+under ``UNLEARNOPS_HOME``). Every command acts as the configured user (``UNLEARNOPS_ACTOR``) or
+the OS user, recorded in the audit trail. A malformed request file exits 2 with a message naming
+the field, and nothing is written (all requests of a file are filed in one transaction). A move
+a guard refuses (self-approval, running unapproved, ...) exits 2 and changes nothing. User text
+is always printed literally (never as rich markup).
 """
 
 from __future__ import annotations
@@ -15,20 +18,26 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from .cli import EXIT_BAD_INPUT, EXIT_ERROR, fail, request_app
+from . import deadlines
+from .cli import EXIT_BAD_INPUT, EXIT_ERROR, app, fail, request_app
+from .keyed_hash import current_actor, short
 from .ledger import (
     DuplicateRequest,
     Ledger,
     LedgerError,
     RequestFileError,
     RequestNotFound,
+    StatusConflict,
     load_request_file,
 )
 from .settings import get_settings
-from .types import ForgetRequest, RequestStatus
+from .types import DENY_CODES, HOLD_CODES, ForgetRequest, RequestStatus, utcnow
 
 console = Console()
+audit_app = typer.Typer(no_args_is_help=True, help="The ledger's tamper-evident audit trail.")
+app.add_typer(audit_app, name="audit")
 
 
 def _open_ledger() -> Ledger:
@@ -43,13 +52,28 @@ def _when(value: datetime | None, fmt: str = "%Y-%m-%d") -> str:
     return value.strftime(fmt) if value else "-"
 
 
+def _due(req: ForgetRequest, now: datetime) -> Text:
+    """Days left to the effective deadline, styled: red when overdue, yellow when due soon."""
+    if req.status in (RequestStatus.completed, RequestStatus.denied, RequestStatus.cancelled):
+        return Text("-")
+    left, flag = deadlines.days_left(req.due_at, now), deadlines.flag(req.due_at, now)
+    if left is None:
+        return Text("-")
+    return Text(f"{left}d {flag}".strip(), style={"overdue": "bold red", "due-soon": "yellow"}.get(flag, ""))
+
+
 def _table(reqs: list[ForgetRequest], title: str) -> Table:
-    table = Table(title=title, caption="dates in UTC", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("id", "kind", "status", "basis", "requester", "received", "deadline"):
-        table.add_column(column, no_wrap=column != "requester", overflow="fold")
-    for r in reqs:
-        table.add_row(r.id, r.kind.value, r.status.value, r.legal_basis.value, r.requester,
-                      _when(r.received_at), _when(r.deadline))
+    now = utcnow()
+    table = Table(title=title, caption="dates in UTC; due = effective deadline (regime, extension)",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    expected = any(r.expected_at for r in reqs)
+    columns = ["id", "status", "basis", "ext. ref", "received", "due", "left"] + (["expected"] * expected)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for r in reqs:  # Text(): user text is shown literally, never parsed as markup
+        row = [Text(r.id), r.status.value, r.legal_basis.value, Text(r.external_ref or "-"),
+               _when(r.received_at), _when(r.due_at), _due(r, now)]
+        table.add_row(*row, *([_when(r.expected_at)] * expected))
     return table
 
 
@@ -65,7 +89,7 @@ def file_requests(
         help="YAML or JSON file (path, file:// or s3://): one request or a list")],
     json_out: Annotated[bool, typer.Option("--json", help="print the filed requests as JSON")] = False,
 ) -> None:
-    """File forget requests from a YAML/JSON file into the ledger (all or none)."""
+    """File forget requests from a YAML/JSON file into the ledger as 'received' (all or none)."""
     try:
         reqs = load_request_file(path)
     except RequestFileError as err:
@@ -73,13 +97,17 @@ def file_requests(
                    EXIT_BAD_INPUT) from None
     with _open_ledger() as ledger:
         try:
-            filed = ledger.file_many(reqs)
+            filed = ledger.file_many(reqs, actor=current_actor())
         except (DuplicateRequest, LedgerError) as err:
             raise fail(f"{path}: {err}\nnothing was filed", EXIT_BAD_INPUT) from None
     if json_out:
         typer.echo(_dump(filed))
         return
     console.print(_table(filed, f"filed {len(filed)} request(s)"))
+    for r in filed:
+        if r.duplicate_of:
+            console.print(Text(f"note: {r.id} shares a selector with open request {r.duplicate_of} "
+                               "(a possible duplicate); it needs its own verification"))
 
 
 @request_app.command("list")
@@ -87,7 +115,7 @@ def list_requests(
     status: Annotated[RequestStatus | None, typer.Option("--status", "-s", help="only this status")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
-    """List the requests in the ledger (oldest first)."""
+    """List the requests (oldest first) with days left to the deadline; flags due-soon and overdue."""
     with _open_ledger() as ledger:
         reqs = ledger.list(status)
     if json_out:
@@ -104,26 +132,133 @@ def show_request(
     request_id: Annotated[str, typer.Argument(metavar="ID", help="the request id")],
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ) -> None:
-    """Show one request: its selectors, legal basis, deadline and status history."""
+    """Show one request: selector hashes, legal basis, deadlines and its audit trail."""
     with _open_ledger() as ledger:
-        try:
-            req = ledger.get(request_id)
-        except RequestNotFound as err:
-            raise fail(f"{err}; see `unlearnops request list`", EXIT_ERROR) from None
+        req = _get(ledger, request_id)
     if json_out:
         typer.echo(_dump(req))
         return
     console.print(_table([req], f"request {req.id}"))
-    selectors = {k: v for k, v in req.selectors.model_dump().items() if v}
-    console.print(f"selectors: {json.dumps(selectors)}", highlight=False)
-    console.print(f"received: {_when(req.received_at, '%Y-%m-%d %H:%M:%S')} UTC   "
-                  f"deadline: {_when(req.deadline, '%Y-%m-%d %H:%M:%S')} UTC", highlight=False)
+    counts = {k: len(v) if isinstance(v, list) else 1 for k, v in req.selectors.model_dump().items() if v}
+    selectors = "purged (final status)" if req.purged else json.dumps(counts)
+    console.print(Text(f"requester: {req.requester}   filed by: {req.filed_by}   selectors: {selectors}"))
+    console.print(Text(f"selector hashes: {', '.join(short(h) for h in req.selector_hashes)}"))
+    console.print(Text(f"received: {_when(req.received_at, '%Y-%m-%d %H:%M')} UTC   due: "
+                       f"{_when(req.due_at, '%Y-%m-%d %H:%M')} UTC{' (extended)' if req.extended else ''}"))
     if req.legal_basis_detail:
-        console.print(f"legal basis detail: {req.legal_basis_detail}", highlight=False)
-    history = Table(title="history")
-    for column in ("at (UTC)", "status", "reason", "actor"):
+        console.print(Text(f"legal basis detail: {req.legal_basis_detail}"))
+    if req.duplicate_of:
+        console.print(Text(f"possible duplicate of: {req.duplicate_of}"))
+    history = Table(title="audit trail")
+    for column in ("at (UTC)", "event", "status", "code", "reason", "actor", "model"):
         history.add_column(column)
-    for change in req.history:
-        history.add_row(change.at.strftime("%Y-%m-%d %H:%M:%S"), change.status.value,
-                        change.reason, change.actor)
+    for c in req.history:
+        reason = "; ".join([c.reason, *c.gate_reasons]) if c.gate_reasons else c.reason
+        history.add_row(c.at.strftime("%Y-%m-%d %H:%M:%S"), c.event, c.status.value, Text(c.code),
+                        Text(reason), Text(c.actor), Text(c.model_uri))
     console.print(history)
+
+
+def _get(ledger: Ledger, request_id: str) -> ForgetRequest:
+    try:
+        return ledger.get(request_id)
+    except RequestNotFound as err:
+        raise fail(f"{err}; see `unlearnops request list`", EXIT_ERROR) from None
+
+
+def _move(request_id: str, status: RequestStatus, reason: str, code: str = "",
+          expected_at: datetime | None = None) -> None:
+    """One status move as the current user; a refused move exits 2 and changes nothing."""
+    with _open_ledger() as ledger:
+        _get(ledger, request_id)
+        try:
+            req = ledger.set_status(request_id, status, reason, actor=current_actor(), code=code,
+                                    expected_at=expected_at)
+        except (LedgerError, StatusConflict) as err:
+            raise fail(f"{err}\nnothing was changed", EXIT_BAD_INPUT) from None
+    console.print(Text(f"{req.id}: {req.status.value}" + (" (raw selectors purged)" if req.purged else "")))
+
+
+Reason = Annotated[str, typer.Option("--reason", "-r", help="why (recorded in the audit trail)")]
+
+
+@request_app.command("verify")
+def verify_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")], reason: Reason = "") -> None:
+    """received → verified: the requester's identity (or authority) was checked."""
+    _move(request_id, RequestStatus.verified, reason or "identity verified")
+
+
+@request_app.command("approve")
+def approve_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")], reason: Reason = "") -> None:
+    """verified → approved (never by the person who filed it); only approved requests run."""
+    _move(request_id, RequestStatus.approved, reason or "approved")
+
+
+@request_app.command("deny")
+def deny_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")],
+             code: Annotated[str, typer.Option("--code", help=f"one of {', '.join(DENY_CODES)}")],
+             reason: Reason = "") -> None:
+    """Deny a request with a reason code (final: its raw selectors are purged)."""
+    _move(request_id, RequestStatus.denied, reason, code)
+
+
+@request_app.command("cancel")
+def cancel_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")], reason: Reason = "") -> None:
+    """Cancel a request (final: its raw selectors are purged); a reason is required."""
+    _move(request_id, RequestStatus.cancelled, reason)
+
+
+@request_app.command("hold")
+def hold_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")],
+             code: Annotated[str, typer.Option("--code", help=f"one of {', '.join(HOLD_CODES)}")],
+             reason: Reason = "") -> None:
+    """Put a request on hold with a reason code; `resume` returns it to where it was."""
+    _move(request_id, RequestStatus.on_hold, reason, code)
+
+
+@request_app.command("resume")
+def resume_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")], reason: Reason = "") -> None:
+    """Take a request off hold, back to the status it was held from."""
+    with _open_ledger() as ledger:
+        req = _get(ledger, request_id)
+    held = [c for c in req.history if c.status == RequestStatus.on_hold]
+    if req.status != RequestStatus.on_hold or not held:
+        raise fail(f"request {request_id} is {req.status.value!r}, not on hold; nothing was changed")
+    before = [c.status for c in req.history if c.event == "status" or c.event == "filed"]
+    back = before[-2] if len(before) > 1 else RequestStatus.received
+    _move(request_id, back, reason or "resumed")
+
+
+@request_app.command("extend")
+def extend_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")],
+               reason: Annotated[str, typer.Option("--reason", "-r",
+                                                   help="why (told to the requester)")]) -> None:
+    """Extend the statutory deadline once (GDPR/UK GDPR +2 months, CCPA +45 days), with a reason."""
+    with _open_ledger() as ledger:
+        _get(ledger, request_id)
+        try:
+            req = ledger.extend(request_id, reason, actor=current_actor())
+        except LedgerError as err:
+            raise fail(f"{err}\nnothing was changed", EXIT_BAD_INPUT) from None
+    console.print(Text(f"{req.id}: due {_when(req.due_at)} (extended)"))
+
+
+@request_app.command("schedule")
+def schedule_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")],
+                 at: Annotated[datetime, typer.Option("--at", help="the batch run that will take it (UTC)")],
+                 reason: Reason = "") -> None:
+    """approved → scheduled for a batch run; the run time is the expected completion date."""
+    _move(request_id, RequestStatus.scheduled, reason or "scheduled", expected_at=at)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit trail's hash chain: exit 0 if intact, 1 naming each broken event."""
+    with _open_ledger() as ledger:
+        report = ledger.verify_chain()
+    if not report.ok:
+        for problem in report.problems:
+            console.print(Text(f"✗ {problem}"))
+        raise fail(f"audit trail broken: {len(report.problems)} problem(s) in {report.events} event(s)",
+                   EXIT_ERROR)
+    console.print(f"audit trail intact: {report.events} event(s), head {report.head[:16]}")
