@@ -11,6 +11,7 @@ from unlearnops.components.evaluate.metrics.calibration import (
     band_excess,
     exact_matches,
     is_broken,
+    mean_gap_band,
 )
 
 
@@ -46,3 +47,10 @@ def test_auc_null_sd_matches_permutations() -> None:
     scores = rng.normal(size=30)
     aucs = [roc_auc_score(rng.permutation([1] * 12 + [0] * 18), scores) for _ in range(3000)]
     assert float(np.std(aucs)) == pytest.approx(auc_null_sd(12, 18), rel=0.08)
+
+
+def test_mean_gap_band_is_welch_standard_error() -> None:
+    a, b = [0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.5, 0.5]
+    se = math.sqrt((1 / 3) / 4 + (1 / 12) / 4)  # sample variances 1/3 and 1/12
+    assert mean_gap_band(a, b, z=2.0) == pytest.approx(2.0 * se)
+    assert mean_gap_band([1.0], b) is None

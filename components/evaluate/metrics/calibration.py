@@ -23,12 +23,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import ModelContext, Pass, metric
-from .forget import set_rouge
+from .forget import rouge_l_recall, set_rouge
 from .privacy import ATTACKS
 from .utility import is_degenerate, ratio
 
 #: z for a two-sided 5% test of each of the four MIA attacks (Bonferroni: 0.05 / 4 / 2 → 2.498).
 MIA_Z = 2.498
+#: z of the band around the holdout level (two-sided ~1%: one gate per metric, a few metrics).
+GAP_Z = 2.5
 #: Sets whose greedy answers are checked for broken text (forget included: a forgotten person's
 #: answer should read like the retain-only reference's or a refusal, never a loop).
 FLUENCY_SETS = ("forget", "paraphrase", "retain_person", "retain_general", "neighbor")
@@ -79,6 +81,14 @@ def band_excess(value: float | None, centre: float, half_width: float | None) ->
 
 def difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
+
+
+def mean_gap_band(a: Sequence[float], b: Sequence[float], z: float = GAP_Z) -> float | None:
+    """Half-width z·SE of the difference of two means, SE² = s_a²/n_a + s_b²/n_b (Welch): how far
+    two samples' means may differ by chance at these sizes."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return z * math.sqrt(float(np.var(a, ddof=1)) / len(a) + float(np.var(b, ddof=1)) / len(b))
 
 
 # ------------------------------------------------------------------ shared helpers
@@ -148,11 +158,34 @@ def forget_holdout_gap_rouge(ctx: ModelContext) -> float | None:
     return difference(ctx.get("forget.rouge_l"), ctx.get("privacy.holdout.rouge_l"))
 
 
+def _rouge_values(ctx: ModelContext, set_name: str) -> np.ndarray:
+    qa = ctx.data.qa(set_name)
+    return rouge_l_recall(ctx.gen(set_name), [str(r["answer"]) for r in qa]) if qa else np.array([])
+
+
+def _register_band(label: str, set_name: str, gap: str) -> None:
+    @metric(f"forget.holdout_band.{label}", passes=[Pass("gen", set_name), Pass("gen", "holdout")])
+    def _band(ctx: ModelContext) -> float | None:
+        """Chance band of the ROUGE-L gap to the holdout level at these set sizes (2.5 SE, Welch)."""
+        return mean_gap_band(_rouge_values(ctx, set_name), _rouge_values(ctx, "holdout"))
+
+    @metric(f"forget.holdout_excess.{label}", depends=[gap, f"forget.holdout_band.{label}"],
+            higher_is_better=False)
+    def _excess(ctx: ModelContext) -> float | None:
+        """How far the ROUGE-L gap to the holdout level lies outside its chance band (0 = at the
+        holdout level; above = remembered, below = over-forgotten)."""
+        return band_excess(ctx.get(gap), 0.0, ctx.get(f"forget.holdout_band.{label}"))
+
+
 @metric("forget.holdout_gap.paraphrase_rouge_l",
         depends=["forget.paraphrase.rouge_l", "privacy.holdout.rouge_l"])
 def paraphrase_holdout_gap_rouge(ctx: ModelContext) -> float | None:
     """Paraphrased-forget ROUGE-L − holdout ROUGE-L."""
     return difference(ctx.get("forget.paraphrase.rouge_l"), ctx.get("privacy.holdout.rouge_l"))
+
+
+_register_band("rouge_l", "forget", "forget.holdout_gap.rouge_l")
+_register_band("paraphrase_rouge_l", "paraphrase", "forget.holdout_gap.paraphrase_rouge_l")
 
 
 @metric("forget.holdout_ratio.prob", depends=["forget.prob", "privacy.holdout.prob"])
