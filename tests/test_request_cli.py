@@ -255,3 +255,24 @@ def test_size_limits_and_nul(unlearnops_home: Path, tmp_path: Path, field: str, 
     code, _, err = invoke("request", "file", str(path))
     assert code == 2 and f"field '{field}'" in err and message in err and "nothing was filed" in err
     assert Ledger().list() == []
+
+
+def test_list_flags_overdue_and_due_soon(unlearnops_home: Path, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    path = tmp_path / "due.json"
+    path.write_text(json.dumps([
+        {"id": "late", "kind": "subject", "selectors": {"subject_ids": ["p1"]}, "legal_basis": "gdpr-art17",
+         "requester": "r", "received_at": (now - timedelta(days=40)).isoformat()},
+        {"id": "soon", "kind": "subject", "selectors": {"subject_ids": ["p2"]}, "legal_basis": "ccpa",
+         "requester": "r", "received_at": (now - timedelta(days=41)).isoformat()},
+        {"id": "fine", "kind": "subject", "selectors": {"subject_ids": ["p3"]}, "legal_basis": "ccpa",
+         "requester": "r"},
+    ]))
+    assert invoke("request", "file", str(path))[0] == 0
+    code, out, _ = invoke("request", "list")
+    ids = {"late", "soon", "fine"}
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()[:4] in ids}
+    assert code == 0 and "overdue" in rows["late"] and "due-soon" in rows["soon"]
+    assert "overdue" not in rows["fine"] and "due-soon" not in rows["fine"]

@@ -68,8 +68,8 @@ def _table(reqs: list[ForgetRequest], title: str) -> Table:
                   box=box.SIMPLE_HEAD, pad_edge=False)
     expected = any(r.expected_at for r in reqs)
     columns = ["id", "status", "basis", "ext. ref", "received", "due", "left"] + (["expected"] * expected)
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for column in columns:  # only free text folds; statuses, dates and flags stay on one line
+        table.add_column(column, overflow="fold", no_wrap=column not in ("id", "ext. ref"))
     for r in reqs:  # Text(): user text is shown literally, never parsed as markup
         row = [Text(r.id), r.status.value, r.legal_basis.value, Text(r.external_ref or "-"),
                _when(r.received_at), _when(r.due_at), _due(r, now)]
