@@ -183,7 +183,8 @@ def local_answers(model_dir: str, qas: list[dict[str, Any]], max_new_tokens: int
 
     from unlearnops import modelio, textformat
 
-    scorer = ModelScorer(modelio.load_model(model_dir, "cpu"), modelio.load_tokenizer(model_dir), "cpu",
+    path = Path(model_dir)
+    scorer = ModelScorer(modelio.load_model(path, "cpu"), modelio.load_tokenizer(path), "cpu",
                          name="reference")
     return scorer.generate([textformat.prompt_of(q["question"]) for q in qas], max_new_tokens)
 

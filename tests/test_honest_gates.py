@@ -41,7 +41,8 @@ def test_over_forgetting_damage_is_refused(tiny_models: Path, tiny_scope: Path, 
 
     options = EvalOptions(robustness=False)
     report = evaluate_model(str(npo_tiny), str(base), str(tiny_scope), str(tmp_path / "npo"),
-                            reference_uri=str(reference), options=options, show_progress=False)
+                            reference_uri=str(reference), options=options, show_progress=False,
+                            answer_examples=3)
     assert report.verdict is not None and not report.verdict.passed
     failed = {g.gate for g in report.verdict.gates if not g.passed}
     # held-out knowledge, neighbors, over-forgetting below the holdout level and the membership
@@ -53,8 +54,12 @@ def test_over_forgetting_damage_is_refused(tiny_models: Path, tiny_scope: Path, 
     assert skipped == {"relearn-recovery", "quantization-robust"}  # shown, not "pass"
     md = (tmp_path / "npo" / "report.md").read_text()
     assert "| skipped |" in md and "| FAIL |" in md
+    # base, reference and candidate answers side by side (opt-in: they are personal data)
+    side = md.split("## Forget answers side by side")[1]
+    assert "| record | base | reference | candidate |" in side and side.count("\n| ") >= 3
 
     # the gold standard passes the same default policy: the gates are reachable
     gold = evaluate_model(str(reference), str(base), str(tiny_scope), str(tmp_path / "ref"),
                           options=options, show_progress=False)
     assert gold.verdict is not None and gold.verdict.passed, gold.verdict.reasons
+    assert "side by side" not in (tmp_path / "ref" / "report.md").read_text()  # off by default
