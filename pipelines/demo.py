@@ -189,17 +189,29 @@ def local_answers(model_dir: str, qas: list[dict[str, Any]], max_new_tokens: int
     return scorer.generate([textformat.prompt_of(q["question"]) for q in qas], max_new_tokens)
 
 
+def _refused_candidate(run: Any, qas: list[dict[str, Any]]) -> list[str] | None:
+    """The refused candidate's answers while its model folder still exists (it is not served)."""
+    uri = str((run.report or {}).get("model_uri") or "")
+    if run.exit_code == 0 or not uri or not (Path(uri) / "config.json").is_file():
+        return None
+    return local_answers(uri, qas)
+
+
 def answers_table(qas: list[dict[str, Any]], who: list[str], before: list[str], after: list[str],
-                  versions: tuple[str, str], reference: list[str]) -> Table:
-    """Base (before), retain-only reference and candidate (after) answers side by side."""
+                  versions: tuple[str, str], reference: list[str],
+                  refused: list[str] | None = None) -> Table:
+    """Base (before), retain-only reference and candidate (after) answers side by side; a candidate
+    the gates refused is shown in its own column (the server still answers with the champion)."""
     table = Table(title="What the served model says (the reference never saw the forgotten people)",
                   title_justify="left", show_lines=True)
-    for col in ("person", "question", "true answer", f"before (v{versions[0]})", "reference",
-                f"after (v{versions[1]})"):
+    cols = ["person", "question", "true answer", f"before (v{versions[0]})", "reference",
+            f"after (v{versions[1]})"] + (["refused candidate (not served)"] if refused else [])
+    for col in cols:
         table.add_column(col, overflow="fold")
-    for qa, person, b, r, a in zip(qas, who, before, reference, after, strict=True):
+    for i, (qa, person, b, r, a) in enumerate(zip(qas, who, before, reference, after, strict=True)):
         truth = qa["answer"].strip()
-        table.add_row(person, qa["question"], truth, _mark(b, truth), _mark(r, truth), _mark(a, truth))
+        marks = [_mark(x, truth) for x in (b, r, a, *([refused[i]] if refused else []))]
+        table.add_row(person, qa["question"], truth, *marks)
     return table
 
 
@@ -247,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         v_after = wait_for_version(url, v_before) if run.exit_code == 0 else v_before
         _, after = ask(url, qas)
     reference = local_answers(ctx["reference"], qas)
-    console.print(answers_table(qas, who, before, after, (v_before, v_after), reference))
+    refused = _refused_candidate(run, qas)
+    console.print(answers_table(qas, who, before, after, (v_before, v_after), reference, refused))
     scan = erasure_evidence(home, ctx["corpus"], needles)
     console.print(f"demo finished in {time.monotonic() - started:.0f}s; state under {home}")
     print(scan.line, flush=True)  # the last line: the residue scan's result
