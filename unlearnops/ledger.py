@@ -534,6 +534,12 @@ class Ledger:
         )
         return self._read(query)
 
+    def acted_on_by(self, actor: str) -> _Requests:
+        """Requests with an audit event made by ``actor`` (e.g. one pipeline run), oldest first."""
+        ids = select(audit_table.c.request_id).where(audit_table.c.actor == actor).distinct()
+        return self._read(select(requests_table).where(requests_table.c.id.in_(ids))
+                          .order_by(requests_table.c.received_at, requests_table.c.id))
+
     def _read(self, query: Any) -> _Requests:
         def attempt() -> _Requests:
             with self.engine.begin() as conn:

@@ -61,9 +61,8 @@ def record_id(plan: RunPlan, run_id: str) -> str:
 
 def touched_by(run_id: str, url: str | None = None) -> list[ForgetRequest]:
     """Requests with an audit event made by this run."""
-    actor = _actor(run_id)
     with _ledger(url) as ledger:
-        return [r for r in ledger.list() if any(c.actor == actor for c in r.history)]
+        return ledger.acted_on_by(_actor(run_id))
 
 
 def dispose_run(plan: RunPlan, run_id: str, request_ids: list[str]) -> disposition.DispositionRecord:

@@ -135,8 +135,8 @@ def running_by(run_id: str, url: str | None = None) -> list[str]:
     """Ids of requests still ``running`` whose last status change was made by this run."""
     actor = _actor(run_id)
     with _ledger(url) as ledger:
-        running = ledger.list(RequestStatus.running)
-    return [req.id for req in running if req.history and req.history[-1].actor == actor]
+        touched = ledger.acted_on_by(actor)
+    return [r.id for r in touched if r.status == RequestStatus.running and r.history[-1].actor == actor]
 
 
 def failed_step(plan: RunPlan) -> str:
