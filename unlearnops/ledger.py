@@ -111,7 +111,7 @@ audit_table = Table(
     Column("status", String(16), nullable=False),
     Column("reason", Text, nullable=False),
     Column("code", String(64), nullable=False),
-    Column("actor", String(256), nullable=False),
+    Column("actor", String(256), nullable=False, index=True),
     Column("details", JSON, nullable=False),  # run_id, model_uri, gate_reasons (no personal data)
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
