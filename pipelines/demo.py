@@ -263,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(answers_table(qas, who, before, after, (v_before, v_after), reference, refused))
     scan = erasure_evidence(home, ctx["corpus"], needles)
     console.print(f"demo finished in {time.monotonic() - started:.0f}s; state under {home}")
-    print(scan.line, flush=True)  # the last line: the residue scan's result
+    # the last line: the residue scan's result (a request that was not completed was not erased)
+    print(scan.line if run.exit_code == 0 else f"{scan.line} — expected: the request was not completed "
+          f"({run.outcome}), nothing was erased", flush=True)
     return run.exit_code or (1 if scan.hits else 0)
 
 

@@ -68,11 +68,12 @@ def _count(result: ScanResult, where: str, data: bytes, needles: list[tuple[str,
 
 
 def scan(needles: Iterable[str], folders: Iterable[Path] = (), prefixes: Iterable[str] = ()) -> ScanResult:
-    """Search every file under ``folders`` and every object under ``prefixes`` (local or s3://)."""
+    """Search every file under ``folders`` (a file is scanned itself) and every object under ``prefixes``."""
     encoded = [(short(keyed_hash(n)), n.encode("utf-8")) for n in needles]
     result = ScanResult(needles=len(encoded))
-    for folder in folders:
-        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink()):
+    for folder in map(Path, folders):
+        paths = [folder] if folder.is_file() else sorted(folder.rglob("*"))
+        for path in (p for p in paths if p.is_file() and not p.is_symlink()):
             if path.name in TOKENIZER_FILES:
                 result.skipped_tokenizer_files += 1
                 continue
