@@ -104,3 +104,16 @@ def _database_text(url: str) -> str:
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]
         return "\n".join(str(row[0]) for t in tables
                          for row in conn.execute(f'SELECT t::text FROM "{t}" t').fetchall())
+
+
+def test_scan_finds_needles_and_never_prints_them(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "log.txt").write_text("user Ada Quill asked")
+    (tmp_path / "db.sqlite").write_bytes(b"\x00\x01Ada Quill\x00")
+    (tmp_path / "a" / "tokenizer.json").write_text('{"Ada Quill": 1}')  # the stated exception
+    (tmp_path / "a" / "clean.txt").write_text("nothing here")
+    result = residue.scan(["Ada Quill"], folders=[tmp_path / "a", tmp_path / "db.sqlite"])
+    assert sorted(Path(w).name for w, _ in result.hits) == ["db.sqlite", "log.txt"]
+    assert result.files == 3 and result.skipped_tokenizer_files == 1
+    assert "Ada" not in result.line and "FAIL: 2 hit(s)" in result.line
+    assert residue.scan(["Bo Lind"], folders=[tmp_path]).line.startswith("residue scan PASS: 0 hit(s)")
