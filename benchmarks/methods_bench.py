@@ -114,19 +114,17 @@ def method_params(method: str, mode: str) -> dict[str, Any]:
 
 def unlearn(scope: str, base: str, method: str, mode: str, out: Path) -> dict[str, Any]:
     """Run one method in-process (world size 1); returns the training summary."""
-    from unlearnops.components.unlearn.calibrate import calibrated_stop_when
     from unlearnops.components.unlearn.runner import run_unlearning
 
     from unlearnops.types import UnlearnSpec
 
     started = time.perf_counter()
-    stop_when = calibrated_stop_when(scope, base) if mode == "calibrated" else None
     spec = UnlearnSpec(method=method, params=method_params(method, mode), seed=0,
                        compute={"torch_threads": threads()})
-    run_unlearning(spec, scope, base, str(out), stop_when=stop_when, local=True)
-    summary = json.loads((out / "training.json").read_text()) if (out / "training.json").exists() else {}
+    run_unlearning(spec, scope, base, str(out), local=True, calibrate=mode == "calibrated")
+    summary = json.loads((out / "training.json").read_text())
     return {"wall_seconds": time.perf_counter() - started, "steps": summary.get("steps"),
-            "stopped_early": summary.get("stopped_early"), "stop_when": stop_when}
+            "stopping": summary.get("stopping")}
 
 
 def evaluate(paths: dict[str, str], model: str, out: Path, base: str | None = None,
@@ -195,9 +193,11 @@ def champion_method(share_result: dict[str, Any]) -> tuple[str, str]:
     return best["method"], best["mode"]
 
 
-def sustainability(method: str, mode: str, work: Path) -> list[dict[str, Any]]:
+def sustainability(method: str, mode: str, work: Path, follow: str = "champion") -> list[dict[str, Any]]:
     """Four successive one-person requests, each unlearned from the previous champion (the last
-    model that passed the gates; the base at first); utility always relative to the original base."""
+    model that passed the gates; the base at first) — or, with ``follow="candidate"``, from the
+    previous candidate whatever its verdict (how damage accumulates); utility always relative to
+    the original base."""
     from unlearnops.components.scope.resolve import resolve_scope
 
     from unlearnops.data.generate import subject_request
@@ -206,12 +206,13 @@ def sustainability(method: str, mode: str, work: Path) -> list[dict[str, Any]]:
     build = json.loads((Path(paths["root"]) / "build.json").read_text())
     champion, label, steps = paths["base"], "base", []
     for i, person in enumerate(sorted(build["forget_subject_ids"])[:SUSTAIN_REQUESTS], start=1):
-        scope = work / f"sustain-{i}" / "scope"
+        folder = work / f"sustain-{follow}-{i}"
+        scope = folder / "scope"
         resolve_scope([subject_request([person], request_id=f"sustain-{i}")], paths["corpus"], str(scope),
                       seed=i, parallel="local")
-        out = work / f"sustain-{i}" / "model"
+        out = folder / "model"
         trained = unlearn(str(scope), champion, method, mode, out)
-        row = evaluate(paths, str(out), work / f"sustain-{i}" / "eval", scope=str(scope), reference=None)
+        row = evaluate(paths, str(out), folder / "eval", scope=str(scope), reference=None)
         m = row["metrics"]
         steps.append({"request": i, "from": label, "passed": row["passed"],
                       "failed_gates": row["failed_gates"],
@@ -219,7 +220,7 @@ def sustainability(method: str, mode: str, work: Path) -> list[dict[str, Any]]:
                       "knowledge_retention": m.get("utility.knowledge_retention"),
                       "neighbor_retention": m.get("utility.neighbor_retention"),
                       "forget_rouge": m.get("forget.rouge_l"), "wall_seconds": trained["wall_seconds"]})
-        if row["passed"]:  # promoted: the next request starts from it
+        if row["passed"] or follow == "candidate":  # the next request starts from it
             champion, label = str(out), f"request {i}"
     return steps
 
@@ -307,8 +308,8 @@ def run() -> dict[str, Any]:
         results = [run_share(share, Path(tmp) / f"share{share:g}") for share in shares]
         ten = next((r for r in results if r["share"] == 0.1), results[-1])
         method, mode = champion_method(ten)
-        sustain = sustainability(method, mode, Path(tmp)) if os.environ.get(
-            "METHODS_BENCH_SUSTAIN", "1") == "1" else []
+        chains = ("champion", "candidate") if os.environ.get("METHODS_BENCH_SUSTAIN", "1") == "1" else ()
+        sustain = {follow: sustainability(method, mode, Path(tmp), follow) for follow in chains}
     plot(results)
     return {"preset": preset(), "methods": methods(), "shares": results, "targets": targets(ten),
             "sustainability": {"method": method, "mode": mode, "requests": sustain},
@@ -354,12 +355,12 @@ def summary_markdown(result: dict[str, Any]) -> str:
     lines += [f"| {t['target']} | {'met' if t['met'] else 'NOT met'} | {t['measured']} |"
               for t in result["targets"]]
     sus = result["sustainability"]
-    if sus["requests"]:
-        lines += ["", "### Sustainability: four successive one-person requests "
-                  f"({sus['method']}, {sus['mode']})\n",
+    for follow, requests in sus["requests"].items():
+        lines += ["", f"### Sustainability: four successive one-person requests, each from the previous "
+                  f"{follow} ({sus['method']}, {sus['mode']})\n",
                   "| request | unlearned from | verdict | utility × base | kept answers × base "
                   "| neighbor ret. | forget ROUGE | wall s |", "|---|---|---|---|---|---|---|---|"]
-        for s in sus["requests"]:
+        for s in requests:
             lines.append(f"| {s['request']} | {s['from']} | {'pass' if s['passed'] else 'FAIL'} | "
                          f"{_fmt(s['utility_x_base'], '.2f')} | {_fmt(s['knowledge_retention'], '.2f')} | "
                          f"{_fmt(s['neighbor_retention'], '.2f')} | {_fmt(s['forget_rouge'], '.2f')} | "

@@ -1,25 +1,46 @@
-"""Calibrated stopping's target: the holdout level of the base model on the scope's holdout set."""
+"""Calibrated stopping (the default): unlearn to the holdout level of the scope, not to zero."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 from unlearnops.components.unlearn import calibrate
 
 
-def test_stop_when_is_a_band_around_the_holdout_level(mini_unlearn: dict[str, Path]) -> None:
+def test_nothing_to_calibrate_on_an_untrained_model(mini_unlearn: dict[str, Path]) -> None:
     scope, model = str(mini_unlearn["scope"]), str(mini_unlearn["model"])
     level = calibrate.holdout_level(scope, model)
     assert level is not None and 0.0 < level < 1.0
-    stop = calibrate.calibrated_stop_when(scope, model, band=3.0, retain_ratio=0.8)
-    assert stop == {"forget_prob_max": pytest.approx(3.0 * level), "retain_prob_min_ratio": 0.8}
+    found = calibrate.calibration(scope, model)  # random weights: forget set already at the level
+    assert found["stop_when"] is None and "already at the holdout level" in found["reason"]
 
 
 def test_no_holdout_no_calibration(mini_unlearn: dict[str, Path], tmp_path: Path) -> None:
-    import shutil
-
     scope = tmp_path / "scope"
     shutil.copytree(mini_unlearn["scope"], scope)
     (scope / "holdout.jsonl").write_text("")
     assert calibrate.calibrated_stop_when(str(scope), str(mini_unlearn["model"])) is None
+
+
+@pytest.mark.slow
+def test_default_run_stops_at_the_holdout_level(tiny_models: Path, tiny_scope: Path, tmp_path: Path) -> None:
+    from unlearnops.components.unlearn.benchmark_models import unlearn_defaults
+    from unlearnops.components.unlearn.runner import run_unlearning
+
+    from unlearnops.types import UnlearnSpec
+
+    base = str(tiny_models / "base")
+    found = calibrate.calibration(str(tiny_scope), base, band=3.0, retain_ratio=0.8)
+    assert found["forget_level"] > 0.9 > 0.3 > found["holdout_level"] > 0.0  # memorised vs never seen
+    assert found["stop_when"] == {"forget_prob_max": pytest.approx(3.0 * found["holdout_level"]),
+                                  "retain_prob_min_ratio": 0.8}
+    params = unlearn_defaults("npo")
+    params["train"].update(lr=3e-4, probe_every=2)
+    run_unlearning(UnlearnSpec(method="npo", params=params), str(tiny_scope), base, str(tmp_path / "out"),
+                   local=True)  # no stop_when: calibrated by default
+    stopping = json.loads((tmp_path / "out" / "training.json").read_text())["stopping"]
+    assert stopping["mode"] == "calibrated" and stopping["stop_when"]["forget_prob_max"] < 0.3
+    assert stopping["kept_step"] <= stopping["last_step"] and stopping["kept_why"]

@@ -30,19 +30,40 @@ def holdout_level(scope_uri: str, model_uri: str, device: str = "cpu") -> float 
     from unlearnops.components.scope.resolve import read_set
 
     qa = [r for r in read_set(scope_uri, "holdout") if r.get("question") is not None and r.get("answer")]
-    if not qa:
-        return None
-    with modelio.LocalModel(model_uri) as path:
-        model, tok = modelio.load_model(path, device), modelio.load_tokenizer(path)
-    examples = [encode_record(tok, r) for r in qa]
-    return probes.answer_scores(model, examples, tok.pad_token_id, device)["prob"]
+    return _level(model_uri, qa, device) if qa else None
 
 
 def calibrated_stop_when(scope_uri: str, model_uri: str, *, band: float = BAND,
                          retain_ratio: float = RETAIN_RATIO, device: str = "cpu") -> dict[str, Any] | None:
     """The ``stop_when`` of calibrated stopping for this scope and base model (None without a
     holdout set: then the run trains its configured steps)."""
+    return calibration(scope_uri, model_uri, band=band, retain_ratio=retain_ratio, device=device)["stop_when"]
+
+
+def calibration(scope_uri: str, model_uri: str, *, band: float = BAND, retain_ratio: float = RETAIN_RATIO,
+                device: str = "cpu") -> dict[str, Any]:
+    """Holdout level, the model's level on the forget set, and the calibrated ``stop_when`` —
+    None (with the reason) when there is no holdout set or the model is already at the holdout
+    level on the forget set (nothing to calibrate: the configured steps run)."""
+    from unlearnops.components.scope.resolve import read_set
+
     level = holdout_level(scope_uri, model_uri, device)
     if level is None:
-        return None
-    return {"forget_prob_max": band * level, "retain_prob_min_ratio": retain_ratio}
+        return {"stop_when": None, "reason": "no holdout QA in the scope: the configured steps run"}
+    forget = [r for r in read_set(scope_uri, "forget") if r.get("question") is not None and r.get("answer")]
+    forget_level = _level(model_uri, forget, device) if forget else None
+    out: dict[str, Any] = {"holdout_level": level, "forget_level": forget_level, "band": band}
+    if forget_level is not None and forget_level <= band * level:
+        return {**out, "stop_when": None,
+                "reason": "the model is already at the holdout level on the forget set: "
+                          "the configured steps run"}
+    return {**out, "stop_when": {"forget_prob_max": band * level, "retain_prob_min_ratio": retain_ratio},
+            "reason": f"stop once forget probability <= {band:g} x the holdout level {level:.4g} with the "
+                      f"retain probe >= {retain_ratio:g} x its start"}
+
+
+def _level(model_uri: str, records: list[dict[str, Any]], device: str) -> float:
+    with modelio.LocalModel(model_uri) as path:
+        model, tok = modelio.load_model(path, device), modelio.load_tokenizer(path)
+    examples = [encode_record(tok, r) for r in records]
+    return probes.answer_scores(model, examples, tok.pad_token_id, device)["prob"]

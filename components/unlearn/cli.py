@@ -52,7 +52,10 @@ def unlearn_cmd(
     trainable: list[str] = typer.Option(None, "--trainable", help="parameter-name regex; repeatable"),
     lora: bool = typer.Option(False, "--lora", help="train LoRA adapters (merged into the saved model)"),
     stop_when: list[str] = typer.Option(None, "--stop-when", help="KEY=VALUE early-stop condition, e.g. "
-                                                                  "forget_prob_max=0.05; repeatable"),
+                                                                  "forget_prob_max=0.05; repeatable "
+                                                                  "(replaces calibrated stopping)"),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
+                                   help="stop at the holdout level (default) or run the configured steps"),
     seed: int = typer.Option(0, "--seed"),
     local: bool = typer.Option(False, "--local", help="run in this process (world size 1, no Ray)"),
 ) -> None:
@@ -79,7 +82,8 @@ def unlearn_cmd(
     if method not in METHODS:
         raise fail(f"unknown method {method!r}; valid methods: {', '.join(sorted(METHODS))}")
     try:
-        result = run_unlearning(spec, scope, model, out, stop_when=conditions, local=local)
+        result = run_unlearning(spec, scope, model, out, stop_when=conditions, local=local,
+                                calibrate=calibrate)
     except (MethodError, UnlearnError, DataError, ModelError, StorageError) as err:
         raise fail(str(err), EXIT_BAD_INPUT) from None
     except Exception as err:  # noqa: BLE001 - reported with exit code 1

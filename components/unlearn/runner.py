@@ -190,15 +190,47 @@ def run_ray(job: dict[str, Any], spec: UnlearnSpec, cfg: TrainConfig, run_name: 
 
 
 # ---------------------------------------------------------------- the step
+def _stopping(scope_uri: str, model_uri: str, stop_when: Mapping[str, Any] | None,
+              calibrate: bool) -> dict[str, Any]:
+    """How the run stops: an expert ``stop_when``, calibrated (the default), or the fixed steps."""
+    if stop_when:
+        return {"mode": "stop_when", "stop_when": dict(stop_when)}
+    if not calibrate:
+        return {"mode": "fixed steps", "stop_when": None}
+    from .calibrate import calibration
+
+    found = calibration(scope_uri, model_uri)
+    return {"mode": "calibrated" if found["stop_when"] else "fixed steps", **found}
+
+
+def kept_why(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Which step's weights were saved, and why (from the loop's run summary)."""
+    kept, last = int(meta.get("selected_step", meta["steps"])), int(meta["steps"])
+    if not meta.get("stop_when"):
+        why = "the configured steps ran; the last weights"
+    elif meta.get("stopped_early"):
+        why = "the first probe meeting the stop condition (stopped early)"
+    elif kept != last:
+        why = ("no probe met the stop condition; the probe with the lowest forget probability "
+               "keeping the retain side")
+    else:
+        why = "no probe met the stop condition or kept the retain side better; the last weights"
+    return {"kept_step": kept, "last_step": last, "kept_why": why}
+
+
 def run_unlearning(spec: UnlearnSpec, scope_uri: str, base_model_uri: str, out_uri: str, *,
                    stop_when: Mapping[str, Any] | None = None, local: bool = False,
-                   run_name: str | None = None, hooks: Mapping[str, Any] | None = None) -> UnlearnResult:
+                   run_name: str | None = None, hooks: Mapping[str, Any] | None = None,
+                   calibrate: bool = True) -> UnlearnResult:
     """Unlearn the scope's forget set from the base model; write model + training.json to ``out_uri``.
 
     ``spec.params`` holds the method's hyper-parameters and, under ``"train"``, a
-    :class:`~.loop.TrainConfig`. ``stop_when`` (e.g. ``{"forget_prob_max": 0.05,
-    "retain_prob_min_ratio": 0.9}``) stops at the first probe meeting it; otherwise the best probe
-    point meeting its retain side is kept. ``hooks`` is for tests (kill a worker once).
+    :class:`~.loop.TrainConfig`. By default (no ``stop_when``, ``calibrate``) stopping is
+    calibrated (:mod:`.calibrate`): stop once the forget set reaches the holdout level, not zero.
+    An expert ``stop_when`` (e.g. ``{"forget_prob_max": 0.05, "retain_prob_min_ratio": 0.9}``)
+    replaces it; either stops at the first probe meeting it, otherwise the best probe point meeting
+    its retain side is kept. training.json's ``stopping`` says which step was kept and why.
+    ``hooks`` is for tests (kill a worker once).
     """
     started = time.perf_counter()
     _, cfg, manifest = check_inputs(spec, scope_uri, stop_when)
@@ -208,6 +240,8 @@ def run_unlearning(spec: UnlearnSpec, scope_uri: str, base_model_uri: str, out_u
             resolved_uri = str(path.absolute())
     else:
         resolved_uri = resolved.uri
+    stopping = _stopping(scope_uri, resolved_uri, stop_when, calibrate)
+    stop_when = stopping.get("stop_when") or None
     # the prefix derives from out_uri: the run's disposition finds (and deletes) these checkpoints
     name = run_name or f"{checkpoint_prefix(out_uri)}{spec.method}-{uuid.uuid4().hex[:6]}"
     job: dict[str, Any] = {"spec": spec.model_dump(mode="json"), "scope_uri": scope_uri,
@@ -230,6 +264,7 @@ def run_unlearning(spec: UnlearnSpec, scope_uri: str, base_model_uri: str, out_u
             "base_model_uri": base_model_uri, "resolved_base_uri": resolved.uri, "scope_uri": scope_uri,
             "scope_sha256": manifest.sha256, "request_ids": manifest.request_ids, "backend":
                 "local" if local else "ray",
+            "stopping": {**stopping, **kept_why(meta)},
         })
         storage.write_json(str(folder / TRAINING_FILE), meta)
         storage.upload_dir(folder, out_uri)
