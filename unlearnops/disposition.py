@@ -41,7 +41,7 @@ class DispositionRecord(Doc):
     """The disposition record of one run (or of one `models dispose` / `corpus redact`)."""
 
     run_id: str
-    request_ids: list[str] = Field(default_factory=list)
+    request_hashes: list[str] = Field(default_factory=list, description="short keyed hashes of request ids")
     entries: list[DispositionEntry]
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -80,6 +80,12 @@ def short(digest: str) -> str:
     return digest[:12]
 
 
+def request_tokens(request_ids: Iterable[str]) -> list[str]:
+    """Short keyed hashes of request ids (what records and registry tags list instead of the ids)."""
+    key = installation_secret()
+    return [short(keyed_hash(r, key=key)) for r in request_ids]
+
+
 def current_actor() -> str:
     """Who acts from this process: the ``actor`` setting, else the OS user."""
     configured = get_settings().actor

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from .keyed_hash import current_actor, keyed_hash, short
+from .keyed_hash import current_actor, request_tokens
 from .types import utcnow
 
 ERASED_BY_TAG = "unlearnops.erased_by"
@@ -22,13 +22,11 @@ ERASED_OVERRIDE_TAG = "unlearnops.erased_override"
 DISPOSED_TAG = "unlearnops.disposed_at"
 
 
+__all__ = ["ERASED_BY_TAG", "ErasedVersionRefused", "merged", "override_record", "refusal", "request_tokens"]
+
+
 class ErasedVersionRefused(RuntimeError):
     """The version was trained on erased data and no override with a reason was given."""
-
-
-def request_tokens(request_ids: list[str]) -> list[str]:
-    """Short keyed hashes of request ids (what the ``erased_by`` tag lists)."""
-    return [short(keyed_hash(r)) for r in request_ids]
 
 
 def merged(existing: str, tokens: list[str]) -> str:

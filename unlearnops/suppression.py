@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import Field
 
 from . import storage
-from .keyed_hash import installation_secret, keyed_hash, keyed_hashes
+from .keyed_hash import installation_secret, keyed_hash, keyed_hashes, request_tokens
 from .settings import get_settings
 from .types import Doc, utcnow
 
@@ -47,7 +47,7 @@ class SuppressionEntry(Doc):
     """One run's contribution: the requests' selector hashes and the forget records' hashes."""
 
     entry_id: str
-    request_ids: list[str]
+    request_hashes: list[str] = Field(description="short keyed hashes of the request ids")
     hashes: list[str] = Field(description="keyed hashes (HMAC-SHA256), never the values")
     created_at: Any = Field(default_factory=utcnow)
 
@@ -63,7 +63,8 @@ def add_entry(entry_id: str, request_ids: list[str], selector_hashes: Iterable[s
     hashes = set(selector_hashes)
     for record in forget_records:
         hashes.update(keyed_hash(k, key=key) for k in record_keys(record))
-    entry = SuppressionEntry(entry_id=entry_id, request_ids=request_ids, hashes=sorted(hashes))
+    entry = SuppressionEntry(entry_id=entry_id, request_hashes=request_tokens(request_ids),
+                             hashes=sorted(hashes))
     storage.write_text(storage.join(root(), f"{entry_id}.json"), entry.model_dump_json(indent=1) + "\n")
     return entry
 

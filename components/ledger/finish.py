@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unlearnops import certificates, disposition, storage, suppression
+from unlearnops.keyed_hash import request_tokens
 from unlearnops.types import EvalReport, ForgetRequest, RequestStatus, ScopeManifest
 
 from .updates import RunPlan, _actor, _ledger, _safe_segment
@@ -70,7 +71,8 @@ def dispose_run(plan: RunPlan, run_id: str, request_ids: list[str]) -> dispositi
     items: list[tuple[disposition.What, str]] = [("scope-sets", plan.scope_uri),
                                                   ("model-copy", plan.model_uri)]
     items += [("checkpoints", uri) for uri in disposition.checkpoint_dirs(plan.model_uri)]
-    record = disposition.DispositionRecord(run_id=record_id(plan, run_id), request_ids=request_ids,
+    record = disposition.DispositionRecord(run_id=record_id(plan, run_id),
+                                           request_hashes=request_tokens(request_ids),
                                            entries=disposition.dispose(items))
     if any(e.action != "absent" for e in record.entries):
         disposition.write_record(record)
