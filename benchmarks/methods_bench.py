@@ -288,7 +288,8 @@ def plot(shares: list[dict[str, Any]], file: Path = PLOT) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("forget quality (KS p-value vs retain-only reference; log)")
     ax.set_ylabel("model utility on held-out retain-eval data (× base)")
-    ax.set_title(f"methods on the {preset()} benchmark model (o defaults, ^ calibrated, * base/reference)")
+    ax.set_title(f"methods on the {preset()} benchmark model\n(o defaults, ^ calibrated, * base/reference; "
+                 "large edged markers passed the default policy)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     file.parent.mkdir(parents=True, exist_ok=True)
@@ -337,7 +338,8 @@ def summary_markdown(result: dict[str, Any]) -> str:
                      "its base and reference alone take hours to memorise the corpus, so that table remains "
                      "to be run (`METHODS_BENCH_PRESET=small make bench BENCH=methods`, best on a GPU).\n")
     for share in result["shares"]:
-        lines += [f"### Forgetting {share['share']:.0%} of the people ({share['forget_people']} people; "
+        who = f"{share['forget_people']} {'person' if share['forget_people'] == 1 else 'people'}"
+        lines += [f"### Forgetting {share['share']:.0%} of the people ({who}; "
                   f"sets: {', '.join(f'{k} {v}' for k, v in sorted(share['counts'].items()))})\n",
                   "| method | mode | " + " | ".join(h for _, h, _ in COLUMNS) + " | verdict |",
                   "|---|---|" + "---|" * len(COLUMNS) + "---|"]
