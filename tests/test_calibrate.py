@@ -44,3 +44,10 @@ def test_default_run_stops_at_the_holdout_level(tiny_models: Path, tiny_scope: P
     stopping = json.loads((tmp_path / "out" / "training.json").read_text())["stopping"]
     assert stopping["mode"] == "calibrated" and stopping["stop_when"]["forget_prob_max"] < 0.3
     assert stopping["kept_step"] <= stopping["last_step"] and stopping["kept_why"]
+    # the evaluation report says which checkpoint was kept and why
+    from unlearnops.components.evaluate.evaluate import evaluate_model
+    from unlearnops.components.evaluate.metrics import EvalOptions
+
+    report = evaluate_model(str(tmp_path / "out"), base, str(tiny_scope), str(tmp_path / "eval"),
+                            options=EvalOptions(robustness=False), show_progress=False)
+    assert any(n.startswith("candidate: calibrated stopping; kept step") for n in report.notes), report.notes

@@ -192,6 +192,10 @@ def evaluate_model(model_uri: str, base_uri: str, scope_uri: str, out_uri: str, 
         models = {role: load_role(stack, role, uri, options, device, bars) for role, uri in roles.items()}
         seconds["load"] = time.perf_counter() - t0
         contexts = build_contexts(models, data)
+        stopping = (models["candidate"].training or {}).get("stopping")
+        if stopping and "kept_step" in stopping:
+            data.note(f"candidate: {stopping.get('mode')} stopping; kept step {stopping['kept_step']} of "
+                      f"{stopping['last_step']}: {stopping.get('kept_why')}")
         t1 = time.perf_counter()
         names = core_metrics()
         run_passes(contexts, names)
