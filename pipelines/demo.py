@@ -36,7 +36,9 @@ from rich.table import Table
 from unlearnops import residue
 
 MODEL_NAME = "people-qa"
-#: NPO on the tiny model: 40 steps reach the holdout level; 100 over-forget (MIA AUC ≈ 0.07).
+#: NPO on the tiny model, at most 40 steps: the pipeline's calibrated stopping (the default) stops it
+#: at the holdout level (forget gates and MIA pass); kept people and neighbors still drop on this
+#: 0.24M-parameter model, so the default policy refuses it (BENCHMARKS.md, methods table).
 DEMO_PARAMS: dict[str, Any] = {"beta": 0.1, "train": {"steps": 40}}
 REQUEST_ID = "demo-erasure-1"
 console = Console(stderr=True)
