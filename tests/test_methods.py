@@ -55,7 +55,8 @@ RETAIN = [([5, 9, 7], [30, 31, 2]), ([5, 3], [32, 2]), ([5, 4, 4, 4], [33, 34, 3
 
 
 def batch() -> dict[str, dict[str, torch.Tensor]]:
-    return {"forget": make_view(FORGET), "forget_idk": make_view(FORGET_IDK), "retain": make_view(RETAIN)}
+    return {"forget": make_view(FORGET), "forget_idk": make_view(FORGET_IDK),
+            "forget_alt": make_view(FORGET_IDK), "retain": make_view(RETAIN)}
 
 
 @pytest.fixture()
@@ -369,7 +370,7 @@ def test_npo_without_reference_or_cache_errors(model):
 # ------------------------------------------------------------------- registry
 def test_registry_lists_every_objective():
     assert set(METHODS) == {"finetune", "grad_ascent", "grad_diff", "kl", "npo", "simnpo", "idk",
-                            "idk_dpo", "rmu"}
+                            "idk_dpo", "rmu", "undial", "wga", "satimp", "ce_u", "pdu", "altpo"}
     info = describe_methods()
     assert info["npo"]["params"]["beta"] == 0.1 and info["npo"]["needs_reference"]
     assert info["simnpo"]["needs_reference"] is False

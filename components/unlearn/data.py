@@ -5,6 +5,8 @@ Views (what a method's ``forget_views`` names, plus ``retain``):
 - ``forget``      the forget records, prompt masked, answer + EOS as target (:mod:`unlearnops.textformat`);
 - ``forget_idk``  the same records with a refusal answer (``methods.refusals.idk_record``), index-aligned
   with ``forget`` so one sampler draws both;
+- ``forget_alt``  the same records with an alternate answer sampled from the base model before
+  training (``methods.altpo.alternate_answers``), index-aligned with ``forget``;
 - ``retain``      the retain records.
 
 Sharding: each worker owns a fixed, seeded shard of the forget and of the retain examples (a
@@ -24,12 +26,14 @@ import torch
 
 from unlearnops.textformat import Encoded, collate, encode_record
 
-FORGET, FORGET_IDK, RETAIN = "forget", "forget_idk", "retain"
+FORGET, FORGET_IDK, FORGET_ALT, RETAIN = "forget", "forget_idk", "forget_alt", "retain"
 #: Hold the retain probe out of training only when retain has this many probe slices of examples.
 RETAIN_HOLDOUT_MULTIPLE = 8
 
 
 Transform = Callable[[Mapping[str, Any], int], Mapping[str, Any]]
+#: Rewrites a whole set at once (e.g. base-model generation of alternate answers), order kept.
+SetTransform = Callable[[Sequence[Mapping[str, Any]]], Sequence[Mapping[str, Any]]]
 Batch = dict[str, dict[str, torch.Tensor]]
 
 
@@ -97,13 +101,15 @@ def _perm(n: int, *seed: int) -> list[int]:
 def prepare_data(records: Mapping[str, Sequence[Mapping[str, Any]]], tokenizer: Any, *,
                  views: Sequence[str], needs_retain: bool, max_length: int | None,
                  probe_size: int = 16, probe_holdout_forget: bool = False, seed: int = 0,
-                 idk: Transform | None = None) -> TrainData:
+                 idk: Transform | None = None, alternate: SetTransform | None = None) -> TrainData:
     """Encode the ``views`` a method reads (``Method.views``) and carve the probe slices.
 
     The retain probe is held out of training when the retain set has at least
     ``RETAIN_HOLDOUT_MULTIPLE`` x ``probe_size`` examples (on small scopes every retain example is
     needed to anchor the model, and a held-out slice of a few people's facts mostly measures
-    collateral forgetting of unseen facts). The forget probe is a seeded slice of the forget set that stays in
+    collateral forgetting of unseen facts). ``alternate`` builds the ``forget_alt`` view (it
+    needs the base model, which the caller holds). The forget probe is a seeded slice of the
+    forget set that stays in
     training unless ``probe_holdout_forget``: every forget item must be erased, so holding items
     back would leave them to generalisation.
     """
@@ -138,8 +144,13 @@ def prepare_data(records: Mapping[str, Sequence[Mapping[str, Any]]], tokenizer: 
 
                 idk = idk_record
             out[view] = encode_records(tokenizer, forget, max_length, FORGET, transform=idk)
+        elif view == FORGET_ALT:
+            if alternate is None:
+                raise DataError("the forget_alt view needs alternate answers from the base model: "
+                                "pass alternate= (methods.altpo.alternate_answers) to prepare_data")
+            out[view] = encode_records(tokenizer, list(alternate(forget)), max_length, FORGET_ALT)
         else:
-            raise DataError(f"unknown view {view!r}; known: {FORGET}, {FORGET_IDK}, {RETAIN}")
+            raise DataError(f"unknown view {view!r}; known: {FORGET}, {FORGET_IDK}, {FORGET_ALT}, {RETAIN}")
     return TrainData(
         views=out,
         probe_forget=encode_records(tokenizer, probe_f, max_length, FORGET),

@@ -10,7 +10,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from .altpo import AltPO
 from .base import Batch, LossOutput, Method, MethodError, frozen_copy
+from .ce_u import CEU
 from .finetune import Finetune
 from .grad_ascent import GradAscent
 from .grad_diff import GradDiff
@@ -18,11 +20,16 @@ from .idk import Idk
 from .idk_dpo import IdkDPO
 from .kl import KL
 from .npo import NPO
+from .pdu import PDU
 from .rmu import RMU
+from .satimp import SatImp
 from .simnpo import SimNPO
+from .undial import UNDIAL
+from .wga import WGA
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Finetune, GradAscent, GradDiff, KL, NPO, SimNPO, Idk, IdkDPO, RMU)
+    cls.name: cls for cls in (Finetune, GradAscent, GradDiff, KL, NPO, SimNPO, Idk, IdkDPO, RMU,
+                              UNDIAL, WGA, SatImp, CEU, PDU, AltPO)
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,7 +20,7 @@ import pydantic
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from unlearnops.textformat import sequence_nll, token_logprobs
+from unlearnops.textformat import IGNORE, sequence_nll, token_logprobs
 
 Batch = dict[str, dict[str, torch.Tensor]]
 
@@ -109,6 +109,11 @@ class Method(ABC):
         """
         return None
 
+    def alternate_view(self, ref_model: Any, tokenizer: Any, seed: int
+                       ) -> Callable[[Sequence[Mapping[str, Any]]], list[dict[str, Any]]] | None:
+        """What builds the ``forget_alt`` view from the forget records (None: not used)."""
+        return None
+
     @abstractmethod
     def loss(self, model: Any, ref_model: Any, batch: Batch) -> LossOutput:
         """The scalar objective to minimise on this batch, with named parts for logging."""
@@ -135,6 +140,12 @@ def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean answer-token NLL over the batch (all answer tokens weigh the same, as HF's loss)."""
     logp, mask = token_logprobs(logits, labels)
     return -logp.sum() / mask.sum().clamp(min=1)
+
+
+def answer_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token logits that predict answer tokens ``(N, vocab)`` (float32) and those tokens ``(N,)``."""
+    mask = labels[:, 1:] != IGNORE
+    return logits[:, :-1][mask].float(), labels[:, 1:][mask]
 
 
 def model_nll(model: Any, v: Mapping[str, torch.Tensor]) -> torch.Tensor:

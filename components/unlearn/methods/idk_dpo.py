@@ -54,6 +54,7 @@ class IdkDPO(Method):
     needs_reference: ClassVar[bool] = True
     needs_retain: ClassVar[bool] = True
     forget_views: ClassVar[tuple[str, ...]] = ("forget", "forget_idk")
+    chosen_view: ClassVar[str] = "forget_idk"
 
     def reference_cache(self, ref_model: Any, view: str, batch_view: Mapping[str, torch.Tensor]
                         ) -> dict[str, torch.Tensor] | None:
@@ -66,9 +67,10 @@ class IdkDPO(Method):
 
     def loss(self, model: Any, ref_model: Any, batch: Batch) -> LossOutput:
         p = self.params
-        forget, idk = view(batch, "forget", self.name), view(batch, "forget_idk", self.name)
+        forget, idk = view(batch, "forget", self.name), view(batch, self.chosen_view, self.name)
         if forget["input_ids"].shape[0] != idk["input_ids"].shape[0]:
-            raise MethodError("idk_dpo: the forget and forget_idk views must hold the same examples")
+            raise MethodError(f"{self.name}: the forget and {self.chosen_view} views must hold the "
+                              "same examples")
         lose, lose_logp, lose_len = self._log_ratio(model, ref_model, forget)
         win, _, _ = self._log_ratio(model, ref_model, idk)
         forget_loss = dpo_loss(win, lose, p.beta)
