@@ -38,16 +38,17 @@ def scope_sets() -> dict[str, list[dict[str, Any]]]:
     general = [{"id": f"g{k}", "kind": "qa", "question": q, "answer": a, "subject_ids": [],
                 "source": "general", "attribute": None, "paraphrased_question": q.replace("What is", "Name"),
                 "perturbed_answers": [c for c in CITIES if c != a][:4]} for k, (q, a) in enumerate(GENERAL)]
-    retain = [r for i in range(4, 8) for r in _person_records(i)] + general
+    retain = [r for i in range(4, 6) for r in _person_records(i)] + general[::2]
+    retain_eval = [r for i in range(6, 8) for r in _person_records(i)] + general[1::2]
     neighbor = [r for i in range(8, 10) for r in _person_records(i)]
     holdout = [r for i in range(10, 14) for r in _person_records(i)]
     paraphrase = [{**r, "question": r["paraphrased_question"]} for r in forget if r["kind"] == "qa"]
-    return {"forget": forget, "retain": retain, "neighbor": neighbor, "holdout": holdout,
-            "paraphrase": paraphrase}
+    return {"forget": forget, "retain": retain, "retain_eval": retain_eval, "neighbor": neighbor,
+            "holdout": holdout, "paraphrase": paraphrase}
 
 
 def write_scope(folder: Path) -> Path:
-    """A DataScope folder (the five sets + manifest.json) of synthetic people."""
+    """A DataScope folder (the sets, retain-eval included, + manifest.json) of synthetic people."""
     from unlearnops.types import ScopeManifest, SetInfo
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,7 +58,7 @@ def write_scope(folder: Path) -> Path:
         (folder / f"{name}.jsonl").write_text(text)
         infos[name] = SetInfo(file=f"{name}.jsonl", count=len(records),
                               sha256=hashlib.sha256(text.encode()).hexdigest())
-    manifest = ScopeManifest(request_ids=["req-test"], selectors={}, sets=infos, source=[],
+    manifest = ScopeManifest(request_ids=["req-test"], selector_hashes={}, sets=infos, source=[],
                              corpus_uri=str(folder / "no-corpus"), seed=0)
     (folder / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return folder
@@ -140,7 +141,7 @@ def write_models(folder: Path, train_steps: int = 60) -> dict[str, Path]:
 
     sets = scope_sets()
     tok = word_tokenizer()
-    qa = [r for name in ("retain", "neighbor") for r in sets[name] if r["kind"] == "qa"]
+    qa = [r for name in ("retain", "retain_eval", "neighbor") for r in sets[name] if r["kind"] == "qa"]
     forget = [r for r in sets["forget"] if r["kind"] == "qa"]
     base = train_on(tiny_model(tok, 0, 32), tok, forget + qa, train_steps)
     ref = train_on(tiny_model(tok, 0, 32), tok, qa, train_steps)
