@@ -44,11 +44,14 @@ def test_cli_resolves_request_files_and_ledger_ids(bench_data: Path, tmp_path: P
     out = tmp_path / "scope"
     result = CliRunner().invoke(app, ["scope", "resolve", "--request", str(req_file),
                                       "--request", "from-ledger", "--corpus", str(bench_data),
-                                      "--out", str(out), "--retain-multiple", "1.5", "--seed", "2"])
+                                      "--out", str(out), "--retain-multiple", "1.5", "--seed", "2",
+                                      "--retain-eval-multiple", "1"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["request_ids"] == ["from-file", "from-ledger"]
-    assert manifest["sets"]["retain"]["count"] == 27
+    hard = sum(1 for line in (out / "retain.jsonl").read_text().splitlines() if "hard_negative_" in line)
+    assert manifest["sets"]["retain"]["count"] == 27 + hard  # 1.5 x 18 forget records (+ hard negatives)
+    assert manifest["sets"]["retain_eval"]["count"] == 18
 
 
 def test_cli_bad_input_exits_2(bench_data: Path, tmp_path: Path, unlearnops_home: Path) -> None:

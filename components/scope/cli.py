@@ -42,13 +42,15 @@ def resolve(
     corpus: str = typer.Option(..., "--corpus", help="folder or s3:// prefix of shards"),
     out: str = typer.Option(..., "--out", help="DataScope URI to write"),
     retain_multiple: float = typer.Option(2.0, "--retain-multiple", help="retain size = X × forget size"),
+    retain_eval_multiple: float = typer.Option(None, "--retain-eval-multiple",
+                                               help="retain-eval size = X × forget size (default as retain)"),
     neighbor_k: int = typer.Option(None, "--neighbor-k", help="neighbor set size (default: forget size)"),
     max_share: float = typer.Option(0.2, "--max-share", help="refuse a request matching more of the corpus"),
     allow_large_scope: bool = typer.Option(False, "--allow-large-scope", help="accept over max-share"),
     seed: int = typer.Option(0, "--seed", help="sampling seed"),
     parallel: str = typer.Option("auto", "--parallel", help="auto, ray or local"),
 ) -> None:
-    """Resolve forget requests to forget/retain/neighbor/holdout/paraphrase sets + manifest.json."""
+    """Resolve forget requests to forget/retain/retain_eval/neighbor/holdout/paraphrase sets + manifest."""
     from unlearnops.ledger import LedgerError
 
     from .resolve import resolve_scope
@@ -56,7 +58,8 @@ def resolve(
     try:
         requests = load_requests(request)
         manifest = resolve_scope(requests, corpus, out, retain_multiple=retain_multiple,
-                                 neighbor_k=neighbor_k, max_share=max_share,
+                                 retain_eval_multiple=retain_eval_multiple, neighbor_k=neighbor_k,
+                                 max_share=max_share,
                                  allow_large_scope=allow_large_scope, seed=seed, parallel=parallel,
                                  progress=True)
     except (ScopeError, ValueError) as err:
