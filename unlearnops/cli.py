@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .masking import mask_secrets
 from .settings import apply_runtime_env
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_GATE_FAILED = 0, 1, 2, 3
@@ -32,7 +33,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     """Print ``message`` to stderr and return the Exit to raise (``raise fail(...)``)."""
-    message = escape(message)  # user text is printed literally, never as markup
+    message = escape(mask_secrets(message))  # user text is printed literally, never as markup
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
 

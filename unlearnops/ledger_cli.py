@@ -32,6 +32,7 @@ from .ledger import (
     StatusConflict,
     load_request_file,
 )
+from .masking import mask_secrets
 from .settings import get_settings
 from .types import DENY_CODES, HOLD_CODES, ForgetRequest, RequestStatus, utcnow
 
@@ -44,8 +45,8 @@ def _open_ledger() -> Ledger:
     try:
         return Ledger(get_settings().ledger_sqlalchemy_url)
     except Exception as err:  # a bad URL, an unreachable server, an unwritable folder
-        raise fail(f"cannot open the ledger {get_settings().ledger_sqlalchemy_url!r}: {err}; "
-                   "check UNLEARNOPS_LEDGER_URL", EXIT_ERROR) from err
+        raise fail(mask_secrets(f"cannot open the ledger {get_settings().ledger_sqlalchemy_url!r}: {err}; "
+                                "check UNLEARNOPS_LEDGER_URL"), EXIT_ERROR) from err
 
 
 def _when(value: datetime | None, fmt: str = "%Y-%m-%d") -> str:

@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from unlearnops import storage
+from unlearnops.masking import mask_secrets
 from unlearnops.modelio import EXPORT_TAG
 from unlearnops.settings import get_settings
 from unlearnops.types import ModelRef
@@ -109,8 +110,8 @@ def read_aliases(client: mlflow.MlflowClient, name: str) -> dict[str, str]:
 
 
 def _unreachable(err: BaseException, state: str) -> PromotionError:
-    return PromotionError(f"the registry at {get_settings().tracking_uri} failed "
-                          f"({type(err).__name__}: {str(err)[:300]}); {state}")
+    return PromotionError(mask_secrets(f"the registry at {get_settings().tracking_uri} failed "
+                                       f"({type(err).__name__}: {str(err)[:300]}); {state}"))
 
 
 def _set(client: mlflow.MlflowClient, name: str, alias: str, version: str | None, attempts: int,
