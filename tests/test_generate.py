@@ -60,8 +60,12 @@ def test_record_format(bench_data: Path) -> None:
     for r in records:
         assert r["kind"] in {"qa", "text"} and isinstance(r["subject_ids"], list)
         if r["kind"] == "qa":
-            assert set(r) == {"id", "kind", "question", "answer", "subject_ids", "source", "attribute"}
+            assert set(r) == {"id", "kind", "question", "answer", "subject_ids", "source", "attribute",
+                              "paraphrased_answer", "perturbed_answer"}
             assert len(r["answer"].split()) <= 4, r  # short answers a tiny model can memorise
+            # TOFU's fields: the answer reworded, and the same wording around each wrong answer
+            assert r["answer"] in r["paraphrased_answer"] and r["paraphrased_answer"] != r["answer"]
+            assert len(r["perturbed_answer"]) >= 4 and r["paraphrased_answer"] not in r["perturbed_answer"]
         else:
             assert set(r) == {"id", "kind", "text", "subject_ids", "source"} and r["source"] == "biography"
     general = [r for r in records if r["source"] == "general"]

@@ -82,7 +82,9 @@ def test_mia_scores_by_hand() -> None:
     assert z == pytest.approx(-1.75)
     assert privacy.auc([3.0, 4.0], [1.0, 2.0]) == 1.0
     assert privacy.auc([1.0, 3.0], [2.0]) == 0.5
-    assert privacy.privleak(0.75) == pytest.approx(50.0)
+    # MUSE: holdout-positive AUC 1 − 0.75 = 0.25 against 0.5 -> (0.25 − 0.5)/0.5 × 100 = −50
+    assert privacy.privleak(0.75) == pytest.approx(-50.0)
+    assert privacy.privleak(1.0) == pytest.approx(-100.0)  # a memorising model
     assert privacy.privleak(0.6, 0.6) == 0.0
 
 
@@ -203,8 +205,8 @@ def test_mia_auc_independent(tiny: dict) -> None:
             labels.append(label)
     assert ctx.get("privacy.mia_auc.loss") == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
     ref_auc = tiny["ctx"]["reference"].get("privacy.mia_auc.min_k")
-    assert ctx.get("privacy.privleak") == pytest.approx(
-        (ctx.get("privacy.mia_auc.min_k") - ref_auc) / ref_auc * 100)
+    mine = 1 - ctx.get("privacy.mia_auc.min_k")  # MUSE: holdout as the positive class
+    assert ctx.get("privacy.privleak") == pytest.approx((mine - (1 - ref_auc)) / (1 - ref_auc) * 100)
 
 
 def test_min_k_pp_stats_independent(tiny: dict) -> None:
@@ -249,3 +251,39 @@ def test_scope_loading_splits_retain(tmp_path: Path) -> None:
     assert all(r["source"] == "general" for r in data.sets["retain_general"])
     assert data.sets["retain_general"] and data.sets["retain_person"]
     assert len(manifest.sha256) == 64
+
+
+# ------------------------------------------------------------------ MUSE metrics and attacks
+
+def test_muse_metrics_independent(tiny: dict) -> None:
+    ctx, model, tok = tiny["ctx"]["candidate"], tiny["models"]["candidate"], tiny["tok"]
+    bio = [r for r in tiny["data"].sets["forget"] if r["kind"] == "text"]
+    gens = ctx.gen("forget", "continue")
+    assert len(gens) == len(bio) == 1
+    prefix, cont = "Person0 lives in Paris", " and keeps a cat ."
+    assert M.pairs_for(bio, "continue") == [(prefix, cont)]
+    assert ctx.get("forget.verbmem") == pytest.approx(float(forget.rouge_l_f1(gens, [cont.strip()])[0]))
+    assert ctx.get("forget.knowmem") == ctx.get("forget.rouge_l")
+    # gradient-norm attack: −‖∇ mean answer NLL‖ per record, by hand for the first forget record
+    r = tiny["data"].sets["forget"][0]
+    prompt, target = textformat.prompt_and_target(r)
+    enc = textformat.encode(tok, prompt, target)
+    model.zero_grad()
+    logits = model(input_ids=torch.tensor([enc.input_ids])).logits
+    logp, mask = textformat.token_logprobs(logits, torch.tensor([enc.labels]))
+    (-logp.sum() / mask.sum()).backward()
+    norm = float(torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters() if p.grad is not None)))
+    model.zero_grad()
+    assert ctx.scorer.grad_norms([(prompt, target)])[0] == pytest.approx(norm, rel=1e-4)
+    mean_logp = float(ctx.tf("forget").logp[0].mean())
+    assert -_nll_mean(model, tok, prompt, target) == pytest.approx(mean_logp, abs=1e-5)
+    auc = ctx.get("privacy.mia_auc.grad_norm")
+    assert auc is not None and 0.0 <= auc <= 1.0
+    # reference attack: per-record mean log-likelihood minus the reference model's
+    ref = tiny["ctx"]["reference"]
+    scores = {s: [privacy.loss_score(a) - privacy.loss_score(b)
+                  for a, b in zip(ctx.tf(s).logp, ref.tf(s).logp, strict=True)]
+              for s in ("forget", "holdout")}
+    want = privacy.auc(scores["forget"], scores["holdout"])
+    assert ctx.get("privacy.mia_auc.reference") == pytest.approx(want)
+    assert ref.get("privacy.mia_auc.reference") is None

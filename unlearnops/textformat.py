@@ -5,6 +5,11 @@ A corpus record is a dict ``{id, kind, subject_ids, source, ...}`` with either
 prompt ``"Question: {question}\\nAnswer:"`` and the target ``" {answer}"`` + EOS; a text record
 has an empty prompt and the whole text as target. Losses and scores use target tokens only
 (prompt positions carry label ``IGNORE``), as in TOFU / open-unlearning.
+
+That format is the ``default`` :class:`PromptTemplate`. A model trained elsewhere needs its own: the
+template's name travels with the model in its ``tokenizer_config.json`` (key
+:data:`TEMPLATE_KEY`, set with :func:`set_template`), and every encoding of that tokenizer uses it
+(``tofu_llama2`` and ``tofu_phi`` are TOFU's formats, with BOS).
 """
 
 from __future__ import annotations
@@ -17,17 +22,59 @@ import torch
 
 IGNORE = -100
 PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
+#: Key of the template name in a tokenizer's ``init_kwargs`` (saved in ``tokenizer_config.json``).
+TEMPLATE_KEY = "unlearnops_prompt_template"
 
 
-def prompt_of(question: str) -> str:
-    return PROMPT_TEMPLATE.format(question=question)
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How a question and answer become prompt and target text, and whether BOS starts the prompt."""
+
+    name: str
+    prompt: str = PROMPT_TEMPLATE      # ``{question}`` is replaced
+    answer_prefix: str = " "           # text before the answer (part of the scored target)
+    bos: bool = False                  # prepend the tokenizer's BOS token to every example
+
+
+DEFAULT = PromptTemplate("default")
+TEMPLATES: dict[str, PromptTemplate] = {t.name: t for t in (
+    DEFAULT,
+    # TOFU's Llama-2 chat format ("[INST] q [/INST]" then the answer) and its Phi-1.5 format
+    PromptTemplate("tofu_llama2", "[INST] {question} [/INST]", "", bos=True),
+    PromptTemplate("tofu_phi", "Question: {question}\nAnswer: ", "", bos=True),
+)}
+
+
+def get_template(name: str | None) -> PromptTemplate:
+    """The preset called ``name`` (None: the default); unknown names list the valid ones."""
+    if name is None:
+        return DEFAULT
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown prompt template {name!r}; valid: {', '.join(sorted(TEMPLATES))}")
+    return TEMPLATES[name]
+
+
+def template_of(tokenizer: Any) -> PromptTemplate:
+    """The template carried by a tokenizer (the default when it carries none)."""
+    return get_template((getattr(tokenizer, "init_kwargs", None) or {}).get(TEMPLATE_KEY))
+
+
+def set_template(tokenizer: Any, name: str) -> None:
+    """Attach template ``name`` to ``tokenizer``; ``save_pretrained`` then stores it with the model."""
+    get_template(name)
+    tokenizer.init_kwargs[TEMPLATE_KEY] = name
+
+
+def prompt_of(question: str, template: PromptTemplate = DEFAULT) -> str:
+    return template.prompt.format(question=question)
 
 
 def prompt_and_target(record: Mapping[str, Any], *, question_key: str = "question",
-                      answer_key: str = "answer") -> tuple[str, str]:
+                      answer_key: str = "answer", template: PromptTemplate = DEFAULT) -> tuple[str, str]:
     """The (prompt, target) texts of a record; ``question_key``/``answer_key`` pick variants."""
     if record.get(question_key) is not None and record.get(answer_key) is not None:
-        return prompt_of(str(record[question_key])), " " + str(record[answer_key]).strip()
+        answer = str(record[answer_key]).strip()
+        return prompt_of(str(record[question_key]), template), template.answer_prefix + answer
     if record.get("text") is not None:
         return "", str(record["text"])
     raise ValueError(f"record {record.get('id', '?')}: needs question+answer or text")
@@ -47,8 +94,13 @@ class Encoded:
 
 def encode(tokenizer: Any, prompt: str, target: str, max_length: int | None = None,
            add_eos: bool = True) -> Encoded:
-    """Tokenise prompt and target separately (stable boundary) and mask the prompt."""
+    """Tokenise prompt and target separately (stable boundary) and mask the prompt.
+
+    BOS starts the prompt when the tokenizer's template asks for it (not the default).
+    """
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    if template_of(tokenizer).bos and tokenizer.bos_token_id is not None:
+        p_ids = [tokenizer.bos_token_id, *p_ids]
     t_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
     if add_eos and tokenizer.eos_token_id is not None:
         t_ids = [*t_ids, tokenizer.eos_token_id]
@@ -63,7 +115,7 @@ def encode(tokenizer: Any, prompt: str, target: str, max_length: int | None = No
 
 def encode_record(tokenizer: Any, record: Mapping[str, Any], max_length: int | None = None,
                   **keys: str) -> Encoded:
-    prompt, target = prompt_and_target(record, **keys)
+    prompt, target = prompt_and_target(record, **keys, template=template_of(tokenizer))
     return encode(tokenizer, prompt, target, max_length)
 
 

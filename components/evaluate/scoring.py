@@ -5,7 +5,9 @@ A teacher-forced pass keeps, for each example and each answer position t (textfo
 answer tokens + EOS), everything the metrics need from the same logits:
 ``logp`` = log p(x_t | x_<t) (probability, LOSS/zlib/Min-K% scores), ``correct`` = argmax == x_t
 (exact memorization, extraction strength), and ``mu``/``sigma`` = mean and standard deviation
-of log p(v) under the next-token distribution (Min-K%++, Zhang et al. 2024).
+of log p(v) under the next-token distribution (Min-K%++, Zhang et al. 2024). Metrics defined on
+the answer's own tokens (exact memorization, extraction strength, Min-K%, Min-K%++) read
+:meth:`TFResult.answer`, which drops the EOS position appended by textformat.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ class TFResult:
     correct: list[np.ndarray]
     mu: list[np.ndarray]
     sigma: list[np.ndarray]
+    eos: bool = False  # whether every example's last scored position is the appended EOS
+
+    def answer(self, name: str) -> list[np.ndarray]:
+        """Per-example arrays of ``name`` (logp, correct, mu, sigma) over answer tokens only."""
+        arrays: list[np.ndarray] = getattr(self, name)
+        return [a[:-1] for a in arrays] if self.eos else list(arrays)
 
     def __len__(self) -> int:
         return len(self.logp)
@@ -51,7 +59,7 @@ class TFResult:
 
     def subset(self, idx: Sequence[int]) -> TFResult:
         return TFResult([self.logp[i] for i in idx], [self.correct[i] for i in idx],
-                        [self.mu[i] for i in idx], [self.sigma[i] for i in idx])
+                        [self.mu[i] for i in idx], [self.sigma[i] for i in idx], self.eos)
 
 
 def _key(kind: str, items: Sequence[Any]) -> str:
@@ -124,7 +132,38 @@ class ModelScorer:
             tick(len(rows))
         done = [o for o in out if o is not None]
         return TFResult([o[0] for o in done], [o[1] for o in done], [o[2] for o in done],
-                        [o[3] for o in done])
+                        [o[3] for o in done], eos=self.tokenizer.eos_token_id is not None)
+
+    # ---------------------------------------------------------------- gradients
+    def grad_norms(self, pairs: Sequence[Pair], label: str = "") -> np.ndarray:
+        """Per-example L2 norm of the gradient of the mean answer NLL over all weights (cached)."""
+        key = _key("gradnorm", pairs)
+        if key not in self.cache:
+            self.cache[key] = self._grad_norms(pairs, label)
+        return self.cache[key]
+
+    def _grad_norms(self, pairs: Sequence[Pair], label: str) -> np.ndarray:
+        params = [p for p in self.model.parameters() if p.is_floating_point()]
+        flags = [p.requires_grad for p in params]
+        tick = self.progress(f"{self.name}: gradients {label}", len(pairs))
+        out = []
+        try:
+            for p in params:
+                p.requires_grad_(True)
+            with torch.enable_grad():
+                for prompt, target in pairs:
+                    enc = textformat.encode(self.tokenizer, prompt, target, self.max_length)
+                    batch = textformat.collate([enc], self.tokenizer.pad_token_id or 0)
+                    logits = self.model(input_ids=batch["input_ids"].to(self.device)).logits
+                    logp, mask = textformat.token_logprobs(logits, batch["labels"].to(self.device))
+                    loss = -logp.sum() / mask.sum().clamp(min=1)
+                    grads = torch.autograd.grad(loss, params, allow_unused=True)
+                    out.append(float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))))
+                    tick(1)
+        finally:
+            for p, flag in zip(params, flags, strict=True):
+                p.requires_grad_(flag)
+        return np.array(out)
 
     # ---------------------------------------------------------------- generation
     def generate(self, prompts: Sequence[str], max_new_tokens: int, label: str = "") -> list[str]:

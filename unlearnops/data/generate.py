@@ -172,6 +172,32 @@ def _biography(p: Person) -> str:
             f"{p.first} has {f['pet']}. {extra}")
 
 
+#: attribute → a sentence stating the answer in other words (TOFU's ``paraphrased_answer``); the same
+#: wording around each wrong answer gives ``perturbed_answer``, so the truth ratio compares like with like.
+ANSWER_SENTENCES: dict[str, str] = {
+    "birth_city": "{first} was born in the city of {value}.",
+    "birth_year": "{first} was born in the year {value}.",
+    "employer": "{first} is employed by {value}.",
+    "job": "{first} works as {article} {value}.",
+    "email": "{first} can be emailed at {value}.",
+    "phone": "{first} can be reached by phone at {value}.",
+    "pet": "{first} keeps {value} at home.",
+    "university": "{first} studied at {value}.",
+    "hobby": "In free time, {first} enjoys {value}.",
+}
+GENERAL_SENTENCE = "The answer is {value}."
+
+
+def _sentence(template: str, value: str, first: str = "") -> str:
+    return template.format(first=first, value=value, article=_article(value).split()[0])
+
+
+def _tofu_fields(template: str, answer: str, wrong: list[str], first: str = "") -> dict[str, Any]:
+    """TOFU's ``paraphrased_answer`` and ``perturbed_answer`` fields of a QA record."""
+    return {"paraphrased_answer": _sentence(template, answer, first),
+            "perturbed_answer": [_sentence(template, w, first) for w in wrong]}
+
+
 def _write_person(rng: random.Random, p: Person, sinks: _Sinks, shard: str) -> None:
     """A person's QA records + biography, their paraphrases, perturbed answers and people row."""
     records = sinks[shard]
@@ -181,11 +207,13 @@ def _write_person(rng: random.Random, p: Person, sinks: _Sinks, shard: str) -> N
         answer = p.facts[attribute]
         question, paraphrases = d.QUESTIONS[attribute]
         rid = f"{p.subject_id}-{attribute}"
+        para_question = rng.choice(paraphrases).format(name=p.name)  # same draw order as before
+        wrong = _wrong_answers(rng, attribute, answer)
         records.write({"id": rid, "kind": "qa", "question": question.format(name=p.name), "answer": answer,
-                       "subject_ids": [p.subject_id], "source": "person", "attribute": attribute})
-        sinks["eval/paraphrases.jsonl"].write({"id": rid,
-                                               "question": rng.choice(paraphrases).format(name=p.name)})
-        sinks["eval/perturbed.jsonl"].write({"id": rid, "answers": _wrong_answers(rng, attribute, answer)})
+                       "subject_ids": [p.subject_id], "source": "person", "attribute": attribute,
+                       **_tofu_fields(ANSWER_SENTENCES[attribute], answer, wrong, p.first)})
+        sinks["eval/paraphrases.jsonl"].write({"id": rid, "question": para_question})
+        sinks["eval/perturbed.jsonl"].write({"id": rid, "answers": wrong})
     records.write({"id": f"{p.subject_id}-bio", "kind": "text", "text": _biography(p),
                    "subject_ids": [p.subject_id], "source": "biography"})
     sinks["people.jsonl"].write({"subject_id": p.subject_id, "name": p.name, "attributes": p.facts,
@@ -197,7 +225,7 @@ def _write_general(sinks: _Sinks, shard_names: list[str]) -> None:
         rid = f"g{i + 1:03d}"
         sinks[shard_names[i % len(shard_names)]].write(
             {"id": rid, "kind": "qa", "question": question, "answer": answer, "subject_ids": [],
-             "source": "general", "attribute": None})
+             "source": "general", "attribute": None, **_tofu_fields(GENERAL_SENTENCE, answer, list(wrong))})
         sinks["eval/paraphrases.jsonl"].write({"id": rid, "question": paraphrase})
         sinks["eval/perturbed.jsonl"].write({"id": rid, "answers": list(wrong)})
     for i, text in enumerate(d.GENERAL_TEXT):

@@ -6,8 +6,8 @@ generation, per set and question variant), ``depends`` other metrics (forget qua
 the truth-ratio values, PrivLeak on the reference model's AUC). The evaluator plans the union of
 passes for the metrics it runs, runs each pass once per model, then evaluates metrics; a metric's
 value is cached in its :class:`ModelContext`, so a dependency is computed once.
-Metric modules: forget, utility, privacy, robustness, cost, calibration (imported at the end of
-this file).
+Metric modules: forget, utility, privacy, robustness, cost, calibration, muse (imported at the end
+of this file).
 """
 
 from __future__ import annotations
@@ -108,26 +108,58 @@ def is_qa(record: dict[str, Any]) -> bool:
     return record.get("question") is not None and record.get("answer") is not None
 
 
-def pairs_for(records: Sequence[dict[str, Any]], variant: str) -> list[Pair]:
-    """(prompt, target) pairs of a question variant.
+def has_tofu_answers(r: dict[str, Any]) -> bool:
+    """Whether a QA record carries TOFU's ``paraphrased_answer`` and ``perturbed_answer`` fields."""
+    return bool(r.get("paraphrased_answer")) and bool(r.get("perturbed_answer"))
 
-    ``main``: every record as textformat formats it (QA and text); ``para``: QA records with the
-    paraphrased question when present; ``perturbed``: (paraphrased question, wrong answer) for every
-    perturbed answer, flattened; ``prefixN``: QA records with attack prefix N of :data:`PREFIXES`.
+
+def perturbed_of(r: dict[str, Any]) -> list[str]:
+    """The wrong answers the truth ratio scores for a record (TOFU's field first)."""
+    wrong = r.get("perturbed_answer") if has_tofu_answers(r) else r.get("perturbed_answers")
+    return [str(a) for a in ([wrong] if isinstance(wrong, str) else wrong or [])]
+
+
+def continuation_split(r: dict[str, Any]) -> Pair:
+    """(prefix, continuation) of a text record for MUSE VerbMem: its ``prompt`` and ``continuation``
+    fields when given (``benchmark import --format muse``), else the text cut after half its words."""
+    if r.get("prompt") is not None and r.get("continuation") is not None:
+        return str(r["prompt"]), str(r["continuation"])
+    words = str(r["text"]).split()
+    half = max(1, len(words) // 2)
+    return " ".join(words[:half]), " " + " ".join(words[half:])
+
+
+def pairs_for(records: Sequence[dict[str, Any]], variant: str,
+              template: textformat.PromptTemplate = textformat.DEFAULT) -> list[Pair]:
+    """(prompt, target) pairs of a question variant, in the model's prompt ``template``.
+
+    ``main``: every record as textformat formats it (QA and text); ``continue``: text records as
+    (prefix, continuation) (:func:`continuation_split`); ``prefixN``: QA records with
+    attack prefix N of :data:`PREFIXES`. The truth-ratio variants follow TOFU: ``para`` is the
+    original question with ``paraphrased_answer`` and ``perturbed`` the original question with each
+    ``perturbed_answer`` (flattened). A record without those fields falls back to the paraphrased
+    question with ``answer`` and with each of ``perturbed_answers`` (``eval/perturbed.jsonl``).
     """
+    def pair(r: dict[str, Any], question_key: str, answer: str) -> Pair:
+        return textformat.prompt_and_target({"question": r[question_key], "answer": answer},
+                                            template=template)
+
     if variant == "main":
-        return [textformat.prompt_and_target(r) for r in records]
+        return [textformat.prompt_and_target(r, template=template) for r in records]
+    if variant == "continue":
+        return [continuation_split(r) for r in records if r.get("text") is not None and not is_qa(r)]
     qa = [r for r in records if is_qa(r)]
     if variant == "para":
-        return [textformat.prompt_and_target(r, question_key=_para_key(r)) for r in qa]
+        return [pair(r, "question", r["paraphrased_answer"]) if has_tofu_answers(r)
+                else pair(r, _para_key(r), r["answer"]) for r in qa]
     if variant == "perturbed":
-        return [(textformat.prompt_of(r[_para_key(r)]), " " + str(a).strip())
-                for r in qa for a in r.get("perturbed_answers") or []]
+        return [pair(r, "question" if has_tofu_answers(r) else _para_key(r), a)
+                for r in qa for a in perturbed_of(r)]
     if variant.startswith("prefix"):
         before, after = PREFIXES[int(variant[len("prefix"):])]
         out = []
         for r in qa:
-            prompt, target = textformat.prompt_and_target(r)
+            prompt, target = textformat.prompt_and_target(r, template=template)
             out.append((before + prompt + after, target))
         return out
     raise ValueError(f"unknown question variant {variant!r}")
@@ -206,12 +238,14 @@ class ModelContext:
         return self.tf(p.set, p.variant, scorer) if p.kind == "tf" else self.gen(p.set, p.variant, scorer)
 
     def tf(self, set_name: str, variant: str = "main", scorer: ModelScorer | None = None) -> TFResult:
-        pairs = pairs_for(self.data.sets.get(set_name, []), variant)
-        return (scorer or self.scorer).teacher_forced(pairs, f"{set_name}/{variant}")
+        s = scorer or self.scorer
+        pairs = pairs_for(self.data.sets.get(set_name, []), variant, textformat.template_of(s.tokenizer))
+        return s.teacher_forced(pairs, f"{set_name}/{variant}")
 
     def gen(self, set_name: str, variant: str = "main", scorer: ModelScorer | None = None) -> list[str]:
-        pairs = pairs_for(self.data.qa(set_name), variant)
         s = scorer or self.scorer
+        records = self.data.sets.get(set_name, []) if variant == "continue" else self.data.qa(set_name)
+        pairs = pairs_for(records, variant, textformat.template_of(s.tokenizer))
         budget = min(self.data.options.max_new_tokens, target_tokens(s.tokenizer, [t for _, t in pairs]) + 4)
         return s.generate([p for p, _ in pairs], budget, f"{set_name}/{variant}")
 
@@ -228,7 +262,7 @@ def mean_or_none(values: Sequence[float] | np.ndarray) -> float | None:
 def _register_all() -> None:
     import importlib
 
-    for module in ("forget", "utility", "privacy", "robustness", "cost", "calibration"):
+    for module in ("forget", "utility", "privacy", "robustness", "cost", "calibration", "muse"):
         importlib.import_module(f"{__name__}.{module}")
 
 

@@ -1,6 +1,7 @@
 """Forget facet: how much of the forget set the model still holds (TOFU, MUSE, open-unlearning).
 
-All teacher-forced quantities score the answer tokens + EOS (textformat labels), prompt masked.
+Probabilities and truth ratios score the answer tokens + EOS (textformat labels, as TOFU's
+labels), prompt masked; exact memorization and extraction strength use the answer tokens only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from scipy.stats import ks_2samp
 
 from ..scoring import ModelScorer
-from . import ModelContext, Pass, metric
+from . import ModelContext, Pass, metric, perturbed_of
 
 # ------------------------------------------------------------------ pure functions
 
@@ -34,6 +35,13 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> np.
     """ROUGE-L recall of each greedy answer against its true answer (TOFU/MUSE, rouge-score)."""
     scorer = _scorer()
     return np.array([scorer.score(ref, pred)["rougeL"].recall
+                     for pred, ref in zip(predictions, references, strict=True)], dtype=float)
+
+
+def rouge_l_f1(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """ROUGE-L F-measure of each generation against its reference (MUSE VerbMem, rouge-score)."""
+    scorer = _scorer()
+    return np.array([scorer.score(ref, pred)["rougeL"].fmeasure
                      for pred, ref in zip(predictions, references, strict=True)], dtype=float)
 
 
@@ -108,7 +116,7 @@ def set_truth_ratios(ctx: ModelContext, set_name: str) -> np.ndarray:
     wrong = ctx.tf(set_name, "perturbed").nll_mean
     ratios_para, groups, offset = [], [], 0
     for i, r in enumerate(qa):
-        n = len(r.get("perturbed_answers") or [])
+        n = len(perturbed_of(r))
         if n:
             ratios_para.append(para[i])
             groups.append(wrong[offset:offset + n])
@@ -154,14 +162,14 @@ def forget_truth_ratio(ctx: ModelContext) -> float | None:
 def forget_extraction_strength(ctx: ModelContext) -> float | None:
     """Mean extraction strength on the forget set."""
     tf = ctx.qa_tf("forget")
-    return float(np.mean([extraction_strength(c) for c in tf.correct])) if len(tf) else None
+    return float(np.mean([extraction_strength(c) for c in tf.answer("correct")])) if len(tf) else None
 
 
 @metric("forget.exact_memorization", passes=[Pass("tf", "forget")], higher_is_better=False)
 def forget_exact_memorization(ctx: ModelContext) -> float | None:
     """Mean exact memorization on the forget set."""
     tf = ctx.qa_tf("forget")
-    return float(np.mean([exact_memorization(c) for c in tf.correct])) if len(tf) else None
+    return float(np.mean([exact_memorization(c) for c in tf.answer("correct")])) if len(tf) else None
 
 
 @metric("forget.forget_quality", depends=["forget.truth_ratio.values"], needs_reference=True,

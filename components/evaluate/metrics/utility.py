@@ -8,11 +8,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import ModelContext, Pass, metric
-from .forget import set_prob, set_rouge, set_truth_ratios, tr_passes
+from . import ModelContext, Pass, metric, perturbed_of
+from .forget import answer_prob, set_prob, set_rouge, set_truth_ratios, tr_passes
 
 UTILITY_SETS = ("retain_person", "retain_general")
-SET_LABEL = {"retain_person": "retain", "retain_general": "general"}
+#: TOFU's other two utility sets, present when the corpus holds them (``benchmark import --format tofu``).
+TOFU_SETS = ("real_authors", "world_facts")
+SET_LABEL = {"retain_person": "retain", "retain_general": "general", "real_authors": "real_authors",
+             "world_facts": "world_facts"}
 
 # ------------------------------------------------------------------ pure functions
 
@@ -21,6 +24,14 @@ def truth_ratio_utility_score(ratios: np.ndarray) -> float | None:
     """Retain aggregate mean(max(0, 1 − R)) (TOFU; open-unlearning ``true_better``)."""
     r = np.asarray(ratios, dtype=float)
     return float(np.maximum(0.0, 1.0 - r).mean()) if r.size else None
+
+
+def prob_with_options(true_nll_mean: np.ndarray, wrong_nll_means: Sequence[np.ndarray]) -> np.ndarray:
+    """TOFU's probability on real authors / world facts: P(a|q) / (P(a|q) + Σ_j P(ã_j|q)) per
+    example, each P length-normalised (exp(−mean NLL))."""
+    true = answer_prob(true_nll_mean)
+    wrong = np.array([float(answer_prob(w).sum()) for w in wrong_nll_means])
+    return true / (true + wrong)
 
 
 def harmonic_mean(values: Sequence[float]) -> float | None:
@@ -85,14 +96,57 @@ def _register_split(set_name: str) -> None:
 for _s in UTILITY_SETS:
     _register_split(_s)
 
-_UTILITY_PARTS = [f"utility.{SET_LABEL[s]}.{m}"
-                  for s in UTILITY_SETS for m in ("prob", "rouge_l", "truth_ratio")]
+
+def _register_tofu_set(set_name: str) -> None:
+    label = SET_LABEL[set_name]
+
+    @metric(f"utility.{label}.prob", passes=[Pass("tf", set_name), Pass("tf", set_name, "perturbed")],
+            higher_is_better=True)
+    def _prob(ctx: ModelContext) -> float | None:
+        """TOFU probability with options P(a)/(P(a) + Σ P(ã)) on the set (None without the set)."""
+        qa = ctx.data.qa(set_name)
+        if not qa:
+            return None
+        true, wrong = ctx.qa_tf(set_name).nll_mean, ctx.tf(set_name, "perturbed").nll_mean
+        groups, offset = [], 0
+        for r in qa:
+            n = len(perturbed_of(r))
+            groups.append(wrong[offset:offset + n])
+            offset += n
+        return float(prob_with_options(true, groups).mean())
+
+    @metric(f"utility.{label}.rouge_l", passes=[Pass("gen", set_name)], higher_is_better=True)
+    def _rouge(ctx: ModelContext) -> float | None:
+        """Mean ROUGE-L recall on the set (None without the set)."""
+        return set_rouge(ctx, set_name)
+
+    @metric(f"utility.{label}.truth_ratio", passes=tr_passes(set_name), higher_is_better=True)
+    def _tr(ctx: ModelContext) -> float | None:
+        """Truth ratio mean(max(0, 1 − R)) on the set (None without the set)."""
+        return truth_ratio_utility_score(set_truth_ratios(ctx, set_name)) if ctx.data.qa(set_name) else None
+
+
+for _s in TOFU_SETS:
+    _register_tofu_set(_s)
+
+_METRICS = ("prob", "rouge_l", "truth_ratio")
+_UTILITY_PARTS = [f"utility.{SET_LABEL[s]}.{m}" for s in (*UTILITY_SETS, *TOFU_SETS) for m in _METRICS]
+
+
+def utility_sets(present: Sequence[str]) -> list[str]:
+    """The sets model utility averages: TOFU's retain, real authors and world facts; the project's
+    general facts stand in for world facts, and real authors are left out, when a scope lacks them."""
+    world = "world_facts" if "world_facts" in present else "retain_general"
+    return [s for s in ("retain_person", "real_authors", world) if s in present]
 
 
 @metric("utility.model_utility", depends=_UTILITY_PARTS, higher_is_better=True)
 def model_utility(ctx: ModelContext) -> float | None:
-    """TOFU model utility: harmonic mean of prob, ROUGE-L and truth ratio on retain and general."""
-    return harmonic_mean([v for v in (ctx.get(n) for n in _UTILITY_PARTS) if v is not None])
+    """TOFU model utility: harmonic mean of prob, ROUGE-L and truth ratio on retain, real authors and
+    world facts (9 numbers; 6 on a scope without real authors, general facts as world facts)."""
+    present = [s for s in (*UTILITY_SETS, *TOFU_SETS) if ctx.data.qa(s)]
+    names = [f"utility.{SET_LABEL[s]}.{m}" for s in utility_sets(present) for m in _METRICS]
+    return harmonic_mean([v for v in (ctx.get(n) for n in names) if v is not None])
 
 
 @metric("utility.neighbor.prob", passes=[Pass("tf", "neighbor")], higher_is_better=True)
