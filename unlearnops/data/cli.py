@@ -1,4 +1,5 @@
-"""``unlearnops benchmark generate``: write the fictitious-people benchmark corpus (docs/data.md)."""
+"""``unlearnops benchmark generate`` (the fictitious-people corpus) and ``benchmark import``
+(TOFU / MUSE files a user downloaded) — both write the corpus format of docs/data.md."""
 
 from __future__ import annotations
 
@@ -27,3 +28,22 @@ def generate(
     typer.echo(f"wrote {out}: {counts['train_records']} training records in {shards} shards "
                f"({people} people + {counts['general_facts']} general facts), "
                f"{counts['holdout_records']} holdout records ({holdout} people)")
+
+
+@benchmark_app.command("import")
+def import_(
+    path: str = typer.Argument(..., help="folder of the downloaded TOFU files, or of one MUSE corpus"),
+    fmt: str = typer.Option(..., "--format", help="tofu | muse"),
+    out: str = typer.Option(..., "--out", help="corpus URI to write (path, file:// or s3://)"),
+) -> None:
+    """Turn locally downloaded TOFU or MUSE files into a corpus and request files (no download)."""
+    from .importers import ImportFormatError, import_benchmark
+
+    try:
+        manifest = import_benchmark(fmt, path, out)
+    except (ImportFormatError, StorageError, OSError, UnicodeDecodeError) as err:
+        raise fail(str(err)) from err
+    counts = manifest["counts"]
+    typer.echo(f"wrote {out}: {counts['train_records']} training records about {counts['subjects']} "
+               f"subjects, {counts['holdout_records']} holdout records; requests: "
+               f"{', '.join(manifest['requests']) or 'none'}")
