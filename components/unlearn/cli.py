@@ -40,7 +40,8 @@ def unlearn_cmd(
     scope: str = typer.Option(..., "--scope", help="DataScope folder URI (from `unlearnops scope resolve`)"),
     model: str = typer.Option(..., "--model", help="base model: path, file://, s3:// or models:/NAME@alias"),
     method: str = typer.Option(..., "--method", help="objective: finetune, grad_ascent, grad_diff, kl, npo, "
-                                                     "simnpo, idk, idk_dpo, rmu"),
+                                                     "simnpo, idk, idk_dpo, rmu, undial, wga, satimp, ce_u, "
+                                                     "pdu, altpo"),
     out: str = typer.Option(..., "--out", help="URI of the unlearned model folder to write"),
     param: list[str] = typer.Option(None, "--param", help="KEY=VALUE hyper-parameter; train.* for the "
                                                           "optimiser (e.g. train.steps=50); repeatable"),
