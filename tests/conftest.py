@@ -25,4 +25,5 @@ pytest_plugins = [
     "tests.fixtures.bench_data",
     "tests.fixtures.models",
     "tests.fixtures.mlflow_server",
+    "tests.fixtures.k8s_tools",
 ]
