@@ -64,6 +64,15 @@ UNLEARN_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "idk": {"train": {"steps": 40, "lr": 1e-3}},
         "idk_dpo": {"train": {"steps": 40, "lr": 1e-3}},
         "rmu": {"train": {"steps": 40, "lr": 1e-3}},
+        # measured in-process on tiny (forget prob / base, retain prob / base): undial 0.18/0.98 and
+        # ce_u 0.001/0.997 with a retain term (their papers' forget-only defaults drop retain to
+        # 0.5 and 0.0), wga 0.0/0.998, satimp 0.006/1.0, pdu 0.0/0.98
+        "undial": {"alpha": 1.0, "train": {"steps": 40, "lr": 1e-3}},
+        "wga": {"train": {"steps": 40, "lr": 1e-3}},
+        "satimp": {"train": {"steps": 40, "lr": 1e-3}},
+        "ce_u": {"alpha": 1.0, "train": {"steps": 40, "lr": 1e-3}},
+        "pdu": {"train": {"steps": 40, "lr": 1e-3}},
+        "altpo": {"train": {"steps": 40, "lr": 1e-3}},
     },
 }
 
