@@ -39,4 +39,8 @@ demo: install ## the main job end to end: data, tiny models, champion, erasure r
 bench: install ## run the benchmarks; JSON under benchmarks/results/, summary in BENCHMARKS.md
 	$(BIN)/python -m benchmarks.run_all $(BENCH)
 
-.PHONY: help install test test-fast lint bench demo
+CHART_OUT ?= build/chart
+chart: install ## render the Helm chart (charts/unlearnops) into $(CHART_OUT)/ (VALUES=file for your values)
+	$(BIN)/python charts/render.py --out $(CHART_OUT) $(if $(VALUES),--values $(VALUES))
+
+.PHONY: help install test test-fast lint bench demo chart

@@ -159,3 +159,12 @@ def test_readme_generated_and_current() -> None:
     done = subprocess.run([sys.executable, str(CHART.parent / "gen_readme.py"), "--check"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_make_chart_renders_a_folder(tmp_path: Path) -> None:
+    out = tmp_path / "chart"
+    cmd = [sys.executable, str(CHART.parent / "render.py"), "--out", str(out), "--values", str(FULL)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    kinds = {p.name.split("-")[1] for p in out.glob("*.yaml")}
+    assert {"deployment", "role", "job", "raycluster", "inferenceservice"} <= kinds
