@@ -17,6 +17,16 @@ Following the alias: a thread polls the registry every ``poll_seconds`` (and on 
 version is loaded beside the old one, the reference is switched atomically under a lock, and the
 old version is released once the requests that hold it have finished — no request is dropped.
 Concurrent requests are joined into one batch (:class:`Batcher`).
+
+Limits (:class:`Limits`; every malformed or oversized input is a 4xx, never a 5xx): a body size
+limit (413), at most ``max_prompts`` prompts per request (413), each prompt plus its new tokens
+within the model's context (413), at most ``max_queued_tokens`` tokens waiting (429), and a
+generation deadline (a stopping criterion; a request that cannot start in time gets 503). SIGTERM
+stops generation and fails queued requests at once, so the server exits within seconds. Webhook
+deliveries are remembered for the signature window (a replay is refused); ``/health`` and errors mask
+credentials (:func:`unlearnops.masking.mask_secrets`); ``/docs`` is off unless asked for (and then a
+script-free page, nothing from a CDN); ``api_token`` requires ``Authorization: Bearer`` on the
+completion endpoints.
 Generation is greedy with the model's own tokenizer (:func:`generate_texts`, shared with the MLflow
 pyfunc wrapper so both servers compute the same thing).
 """
@@ -31,6 +41,7 @@ import hmac
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -40,21 +51,63 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel, Field
 
+from .masking import MaskingFilter, mask_secrets
 from .model_erasure import ErasedVersionRefused, refusal
 from .textformat import prompt_of
 
 log = logging.getLogger("unlearnops.serving")
+log.addFilter(MaskingFilter())
 
 SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_HEADER = "X-MLflow-Delivery-Id"
 MAX_WEBHOOK_AGE_S = 300
 MAX_NEW_TOKENS_LIMIT = 512
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server accepts (see the module docstring)."""
+
+    max_body_bytes: int = 1 << 20
+    max_prompts: int = 64
+    max_queued_tokens: int = 65536
+    deadline_s: float = 60.0
+
+
+class BadInput(ValueError):
+    """A request body the server cannot use (answered with 400)."""
+
+
+class TooLarge(ValueError):
+    """A request over a size limit (answered with 413)."""
+
+
+class Overloaded(RuntimeError):
+    """Too many tokens queued (answered with 429)."""
 
 
 # ------------------------------------------------------------------ generation
-def generate_texts(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
-    """Greedy continuations of ``prompts`` (left-padded batch, prompt tokens without specials)."""
+def _stop_when(should_stop: Any) -> Any:
+    """A transformers StoppingCriteria that ends generation (all rows) once ``should_stop()`` is true."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool,
+                              device=input_ids.device)
+
+    return _Stop()
+
+
+def generate_texts(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 32,
+                   should_stop: Any = None) -> list[str]:
+    """Greedy continuations of ``prompts`` (left-padded batch, prompt tokens without specials).
+
+    ``should_stop`` (a callable) ends generation early: the deadline, or the server shutting down.
+    """
     import torch
 
     if not prompts:
@@ -69,42 +122,76 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[str], max_new_token
     for row, ids in enumerate(encoded):
         input_ids[row, width - len(ids):] = torch.tensor(ids)
         mask[row, width - len(ids):] = 1
+    extra: dict[str, Any] = {}
+    if should_stop is not None:
+        from transformers import StoppingCriteriaList
+
+        extra["stopping_criteria"] = StoppingCriteriaList([_stop_when(should_stop)])
     with torch.inference_mode():
         out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+                             do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+                             **extra)
     return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def prompt_from(item: Any) -> str:
-    """A prompt from a request item: a string, or a mapping with ``prompt`` or ``question``."""
+    """A prompt from a request item: a string, or a mapping with a string ``prompt`` or ``question``."""
     if isinstance(item, str):
         return item
     if isinstance(item, dict):
-        if item.get("question") is not None:
-            return prompt_of(str(item["question"]))
-        if item.get("prompt") is not None:
-            return str(item["prompt"])
-    raise ValueError(f"each input must be a string or an object with 'prompt' or 'question', got {item!r}")
+        if isinstance(item.get("question"), str):
+            return prompt_of(item["question"])
+        if isinstance(item.get("prompt"), str):
+            return item["prompt"]
+    raise BadInput(f"each input must be a string or an object with a string 'prompt' or 'question', "
+                   f"got {_short(item)}")
 
 
-def scoring_inputs(body: dict[str, Any]) -> list[str]:
+def _column_records(columns: dict[str, Any]) -> list[Any]:
+    """``{"prompt": [...]}`` / ``{"question": "..."}`` (column-oriented) as one record per row."""
+    key = "question" if "question" in columns else "prompt" if "prompt" in columns else None
+    if key is None:
+        raise BadInput("column-oriented inputs need a 'prompt' or 'question' column")
+    values = columns[key]
+    rows = values if isinstance(values, list) else [values]  # one string is one prompt, not characters
+    return [{key: v} for v in rows]
+
+
+def scoring_inputs(body: Any) -> list[str]:
     """Prompts from MLflow's scoring formats: inputs, instances, dataframe_records, dataframe_split."""
+    if not isinstance(body, dict):
+        raise BadInput("the body must be a JSON object")
     if "inputs" in body or "instances" in body:
         items = body.get("inputs", body.get("instances"))
-        if isinstance(items, dict):  # column-oriented: {"prompt": [...]} / {"question": [...]}
-            key = "question" if "question" in items else "prompt" if "prompt" in items else next(iter(items))
-            items = [{key if key in ("question", "prompt") else "prompt": v} for v in items[key]]
+        if isinstance(items, dict):
+            items = _column_records(items)
         items = items if isinstance(items, list) else [items]
-        return [prompt_from(i) for i in items]
-    if "dataframe_records" in body:
-        return [prompt_from(r if "prompt" in r or "question" in r else next(iter(r.values())))
-                for r in body["dataframe_records"]]
-    if "dataframe_split" in body:
+    elif "dataframe_records" in body:
+        records = body["dataframe_records"]
+        if not isinstance(records, list):
+            raise BadInput("'dataframe_records' must be a list of objects")
+        items = [r if not isinstance(r, dict) or "prompt" in r or "question" in r
+                 else next(iter(r.values()), None) for r in records]
+    elif "dataframe_split" in body:
         split = body["dataframe_split"]
+        if not isinstance(split, dict) or not isinstance(split.get("data"), list):
+            raise BadInput("'dataframe_split' must be an object with a 'data' list")
         cols = split.get("columns") or ["prompt"]
-        return [prompt_from(dict(zip(cols, row, strict=False)) if ("prompt" in cols or "question" in cols)
-                            else row[0]) for row in split["data"]]
-    raise ValueError("body needs 'inputs', 'instances', 'dataframe_records' or 'dataframe_split'")
+        if not isinstance(cols, list):
+            raise BadInput("'dataframe_split.columns' must be a list")
+        named = "prompt" in cols or "question" in cols
+        items = [dict(zip(cols, row, strict=False)) if named and isinstance(row, list)
+                 else (row[0] if isinstance(row, list) and row else row) for row in split["data"]]
+    else:
+        raise BadInput("body needs 'inputs', 'instances', 'dataframe_records' or 'dataframe_split'")
+    if not items:
+        raise BadInput("no prompts in the body")
+    return [prompt_from(i) for i in items]
 
 
 # ------------------------------------------------------------------ webhook signatures
@@ -122,15 +209,34 @@ def verify_webhook(secret: str, headers: dict[str, str], payload: str,
     sig, ts, delivery = (headers.get(h.lower()) for h in names)
     if not sig or not ts or not delivery:
         return f"missing {SIGNATURE_HEADER} / {TIMESTAMP_HEADER} / {DELIVERY_HEADER}"
-    try:
-        age = abs((now or time.time()) - int(ts))
-    except ValueError:
-        return "bad timestamp"
+    if not _TIMESTAMP.match(ts):
+        return "bad timestamp (seconds since the epoch)"
+    age = abs((now or time.time()) - int(ts))
     if age > MAX_WEBHOOK_AGE_S:
         return f"timestamp {age:.0f}s old (replay?)"
-    if not hmac.compare_digest(webhook_signature(secret, delivery, ts, payload), sig):
+    if not hmac.compare_digest(webhook_signature(secret, delivery, ts, payload).encode(), sig.encode()):
         return "signature mismatch"
     return None
+
+
+class DeliveryLog:
+    """Delivery ids seen within the signature window: a second delivery with the same id is a replay."""
+
+    def __init__(self, window_s: float = MAX_WEBHOOK_AGE_S) -> None:
+        self.window_s = window_s
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def first_time(self, delivery_id: str, now: float | None = None) -> bool:
+        """True (and remembered) the first time ``delivery_id`` is seen in the window."""
+        now = time.time() if now is None else now
+        with self._lock:
+            for key in [k for k, t in self._seen.items() if now - t > 2 * self.window_s]:
+                del self._seen[key]
+            if delivery_id in self._seen:
+                return False
+            self._seen[delivery_id] = now
+            return True
 
 
 # ------------------------------------------------------------------ the served model and its swaps
@@ -145,6 +251,7 @@ class Served:
     loaded_at: float = field(default_factory=time.time)
     inflight: int = 0
     retired: bool = False
+    context: int | None = None  # the model's context length (max_position_embeddings)
 
 
 class NotReady(RuntimeError):
@@ -205,7 +312,9 @@ def load_version(name: str, version: str, tracking_uri: str | None) -> Served:
         model = modelio.load_model(path)
     tokenizer.padding_side = "left"
     model.eval()
-    return Served(name=name, version=str(version), model=model, tokenizer=tokenizer)
+    config = model.config
+    context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return Served(name=name, version=str(version), model=model, tokenizer=tokenizer, context=context)
 
 
 class AliasFollower:
@@ -224,10 +333,11 @@ class AliasFollower:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
 
     def wake(self) -> None:
         self._wake.set()
@@ -258,7 +368,7 @@ class AliasFollower:
             self.last_error = None
             return True
         except Exception as err:  # keep serving the old version; report on /health
-            self.last_error = f"{type(err).__name__}: {err}"
+            self.last_error = mask_secrets(f"{type(err).__name__}: {err}")
             log.warning("alias check of models:/%s@%s failed: %s", self.name, self.alias, self.last_error)
             return False
 
@@ -267,10 +377,12 @@ class AliasFollower:
 class _Job:
     prompts: list[str]
     max_new_tokens: int
+    tokens: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     texts: list[str] | None = None
     served: Served | None = None
     error: BaseException | None = None
+    cancelled: bool = False
 
 
 class Batcher:
@@ -279,30 +391,64 @@ class Batcher:
     One worker thread takes the first waiting request and every other one already queued (up to
     ``max_batch`` prompts, grouped by ``max_new_tokens``), runs one left-padded ``generate`` under one
     :meth:`ModelHolder.acquire` (so a batch never mixes versions) and hands each request its rows.
+    ``max_batch=1`` turns batching off. At most ``max_queued_tokens`` tokens wait (else
+    :class:`Overloaded`); a batch stops generating at ``deadline_s`` or on :meth:`close`.
     """
 
-    def __init__(self, holder: ModelHolder, max_batch: int = 16) -> None:
+    def __init__(self, holder: ModelHolder, max_batch: int = 16, max_queued_tokens: int = 1 << 30,
+                 deadline_s: float = 3600.0) -> None:
         self.holder, self.max_batch = holder, max_batch
+        self.max_queued_tokens, self.deadline_s = max_queued_tokens, deadline_s
+        self.queued_tokens = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, prompts: list[str], max_new_tokens: int) -> tuple[list[str], Served]:
-        job = _Job(prompts, max_new_tokens)
+    def submit(self, prompts: list[str], max_new_tokens: int, tokens: int = 0) -> tuple[list[str], Served]:
+        """Generate for ``prompts`` (``tokens``: their prompt + new tokens, counted against the queue cap)."""
+        if self._stopping.is_set():
+            raise NotReady("the server is shutting down")
+        job = _Job(prompts, max_new_tokens, tokens)
+        with self._lock:
+            if self.queued_tokens + tokens > self.max_queued_tokens:
+                raise Overloaded(f"{self.queued_tokens} tokens already queued "
+                                 f"(limit {self.max_queued_tokens}); retry later")
+            self.queued_tokens += tokens
         self._queue.put(job)
-        job.done.wait()
+        try:
+            if not job.done.wait(self.deadline_s * 2 + 5):
+                job.cancelled = True
+                raise NotReady(f"no answer within the deadline ({self.deadline_s:.0f} s): server busy")
+        finally:
+            with self._lock:
+                self.queued_tokens -= tokens
         if job.error is not None:
             raise job.error
         assert job.texts is not None and job.served is not None
         return job.texts, job.served
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30) -> None:
+        """Stop generating now; queued requests fail with :class:`NotReady` (503)."""
+        self._stopping.set()
         self._queue.put(None)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=timeout)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.error = NotReady("the server is shutting down")
+                job.done.set()
 
     def _take(self) -> list[_Job] | None:
         first = self._queue.get()
-        if first is None:
+        if first is None or self._stopping.is_set():
+            if first is not None:
+                first.error = NotReady("the server is shutting down")
+                first.done.set()
             return None
         jobs, size = [first], len(first.prompts)
         while size < self.max_batch:
@@ -315,7 +461,7 @@ class Batcher:
                 break
             jobs.append(job)
             size += len(job.prompts)
-        return jobs
+        return [j for j in jobs if not j.cancelled]
 
     def _run(self) -> None:
         while (jobs := self._take()) is not None:
@@ -326,10 +472,17 @@ class Batcher:
                 self._run_group(group, max_new)
 
     def _run_group(self, group: list[_Job], max_new: int) -> None:
+        deadline = time.monotonic() + self.deadline_s
+
+        def should_stop() -> bool:
+            return self._stopping.is_set() or time.monotonic() > deadline
+
         try:
+            if self._stopping.is_set():
+                raise NotReady("the server is shutting down")
             with self.holder.acquire() as served:
                 texts = generate_texts(served.model, served.tokenizer,
-                                       [p for job in group for p in job.prompts], max_new)
+                                       [p for job in group for p in job.prompts], max_new, should_stop)
             start = 0
             for job in group:
                 job.texts, job.served = texts[start:start + len(job.prompts)], served
@@ -342,6 +495,97 @@ class Batcher:
                 job.done.set()
 
 
+# ------------------------------------------------------------------ request checks
+def prompt_tokens(holder: ModelHolder, prompts: list[str], max_new_tokens: int, limits: Limits) -> int:
+    """Tokens a request needs (prompts + new tokens); :class:`TooLarge` past the limits or the context."""
+    if len(prompts) > limits.max_prompts:
+        raise TooLarge(f"{len(prompts)} prompts in one request (limit {limits.max_prompts})")
+    with holder.acquire() as served:
+        lengths = [len(served.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        context = served.context
+    longest = max(lengths, default=0)
+    if context and longest + max_new_tokens > context:
+        raise TooLarge(f"a prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
+                       f"context of {context} tokens")
+    return sum(lengths) + max_new_tokens * len(prompts)
+
+
+def _json_body(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except RecursionError as err:
+        raise BadInput("the JSON body is nested too deeply") from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise BadInput(f"the body is not JSON: {err}") from err
+
+
+def _max_new_tokens(params: Any) -> int:
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise BadInput("'params' must be an object")
+    value = params.get("max_new_tokens", 32)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise BadInput("params.max_new_tokens must be an integer")
+    try:
+        number = int(value)
+    except (ValueError, OverflowError) as err:
+        raise BadInput("params.max_new_tokens must be an integer") from err
+    if not 1 <= number <= MAX_NEW_TOKENS_LIMIT:
+        raise BadInput(f"max_new_tokens must be 1..{MAX_NEW_TOKENS_LIMIT}")
+    return number
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``max_bytes`` (declared or streamed) is answered 413 unread."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.max_bytes:
+            await _plain(send, 413 if declared.isdigit() else 400,
+                         f"body over {self.max_bytes} bytes" if declared.isdigit() else "bad Content-Length")
+            return
+        seen = 0
+        started = False
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _plain(send, 413, f"body over {self.max_bytes} bytes")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _plain(send: Any, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 # ------------------------------------------------------------------ HTTP app
 class Completion(BaseModel):
     """Body of ``POST /v1/completions``: a raw ``prompt`` or a ``question`` (wrapped with prompt_of)."""
@@ -351,35 +595,85 @@ class Completion(BaseModel):
     max_new_tokens: int = Field(32, ge=1, le=MAX_NEW_TOKENS_LIMIT)
 
 
+_INVOCATIONS_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "description": "MLflow scoring format (inputs | instances | dataframe_records | "
+                                     "dataframe_split) with optional params.max_new_tokens",
+    "properties": {
+        "inputs": {"type": "array", "items": {"anyOf": [
+            {"type": "string"},
+            {"type": "object",
+             "properties": {"prompt": {"type": "string"}, "question": {"type": "string"}}}]}},
+        "params": {"type": "object", "properties": {
+            "max_new_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_NEW_TOKENS_LIMIT}}}},
+    "required": ["inputs"]}}}}}
+
+
+def _docs_page(schema: dict[str, Any]) -> str:
+    """A script-free HTML list of the endpoints (nothing loaded from a CDN)."""
+    import html
+
+    rows = "".join(f"<li><code>{html.escape(method.upper())} {html.escape(path)}</code> — "
+                   f"{html.escape(op.get('summary', ''))}</li>"
+                   for path, ops in schema.get("paths", {}).items() for method, op in ops.items())
+    return (f"<!doctype html><title>{html.escape(schema['info']['title'])}</title>"
+            f"<h1>{html.escape(schema['info']['title'])}</h1><ul>{rows}</ul>"
+            "<p>OpenAPI document: <a href='/openapi.json'>/openapi.json</a></p>")
+
+
 def create_app(name: str, alias: str = "champion", *, tracking_uri: str | None = None,
-               poll_seconds: float = 2.0, webhook_secret: str | None = None, max_batch: int = 16) -> Any:
+               poll_seconds: float = 2.0, webhook_secret: str | None = None, max_batch: int = 16,
+               limits: Limits | None = None, api_token: str | None = None, docs: bool = False) -> Any:
     """The FastAPI app serving ``models:/NAME@alias`` (see the module docstring)."""
-    from fastapi import FastAPI, HTTPException
+    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi.responses import HTMLResponse
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from starlette.concurrency import run_in_threadpool
 
     from .settings import get_settings
 
+    limits = limits or Limits()
     tracking = tracking_uri or get_settings().tracking_uri
     holder = ModelHolder()
     follower = AliasFollower(holder, name, alias, tracking, poll_seconds)
-    batcher = Batcher(holder, max_batch=max_batch)
+    batcher = Batcher(holder, max_batch=max_batch, max_queued_tokens=limits.max_queued_tokens,
+                      deadline_s=limits.deadline_s)
+    deliveries = DeliveryLog()
+    bearer = HTTPBearer(auto_error=False)
+
+    def shutdown() -> None:
+        batcher.close(timeout=2)
+        follower.stop(timeout=2)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
         follower.start()
         yield
-        follower.stop()
-        batcher.close()
+        await run_in_threadpool(shutdown)
 
-    app = FastAPI(title=f"unlearnops serve {name}@{alias}", lifespan=lifespan)
-    app.state.holder, app.state.follower = holder, follower
+    app = FastAPI(title=f"unlearnops serve {name}@{alias}", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url="/openapi.json" if docs else None)
+    app.state.holder, app.state.follower, app.state.shutdown = holder, follower, shutdown
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    def authorized(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if api_token is None:
+            return
+        given = (creds.credentials if creds is not None else "").encode()
+        if not hmac.compare_digest(given, api_token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     def _generate(prompts: list[str], max_new_tokens: int) -> tuple[list[str], Served]:
         try:
-            return batcher.submit(prompts, max_new_tokens)
+            tokens = prompt_tokens(holder, prompts, max_new_tokens, limits)
+            return batcher.submit(prompts, max_new_tokens, tokens)
         except NotReady as err:
-            raise HTTPException(503, f"{err}: waiting for models:/{name}@{alias}") from err
+            raise HTTPException(503, f"{err}: models:/{name}@{alias}", headers={"Retry-After": "5"}) from err
+        except TooLarge as err:
+            raise HTTPException(413, str(err)) from err
+        except Overloaded as err:
+            raise HTTPException(429, str(err), headers={"Retry-After": "1"}) from err
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", dependencies=[Depends(authorized)], summary="one completion")
     def completions(body: Completion) -> dict[str, Any]:
         if (body.prompt is None) == (body.question is None):
             raise HTTPException(422, "give exactly one of 'prompt' or 'question'")
@@ -387,32 +681,29 @@ def create_app(name: str, alias: str = "champion", *, tracking_uri: str | None =
         texts, served = _generate([prompt], body.max_new_tokens)
         return {"text": texts[0], "model": {"name": served.name, "version": served.version}}
 
-    @app.post("/invocations")
+    @app.post("/invocations", dependencies=[Depends(authorized)], openapi_extra=_INVOCATIONS_SCHEMA,
+              summary="MLflow scoring format")
     async def invocations(request: Request) -> dict[str, Any]:
-        from starlette.concurrency import run_in_threadpool
-
         try:
-            body = json.loads(await request.body())
+            body = _json_body(await request.body())
             prompts = scoring_inputs(body)
-            params = body.get("params") or {}
-            max_new = int(params.get("max_new_tokens", 32))
-        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            max_new = _max_new_tokens(body.get("params"))
+        except BadInput as err:
             raise HTTPException(400, f"bad request body: {err}") from err
-        if not 1 <= max_new <= MAX_NEW_TOKENS_LIMIT:
-            raise HTTPException(400, f"max_new_tokens must be 1..{MAX_NEW_TOKENS_LIMIT}")
         texts, _ = await run_in_threadpool(_generate, prompts, max_new)
         return {"predictions": texts}
 
-    @app.get("/health")
+    @app.get("/health", summary="200 once a version is loaded")
     def health() -> dict[str, Any]:
         current = holder.current
+        last_error = mask_secrets(follower.last_error) if follower.last_error else None
         if current is None:
             raise HTTPException(503, f"no version of models:/{name}@{alias} loaded yet"
-                                     + (f" ({follower.last_error})" if follower.last_error else ""))
+                                     + (f" ({last_error})" if last_error else ""))
         return {"status": "ok", "name": name, "alias": alias, "version": current.version,
-                "last_error": follower.last_error}
+                "last_error": last_error}
 
-    @app.get("/version")
+    @app.get("/version", summary="the registered version answering")
     def version() -> dict[str, Any]:
         current = holder.current
         if current is None:
@@ -420,32 +711,42 @@ def create_app(name: str, alias: str = "champion", *, tracking_uri: str | None =
         return {"name": name, "alias": alias, "version": current.version, "loaded_at": current.loaded_at,
                 "swaps": holder.swaps}
 
-    @app.post("/webhooks/mlflow")
+    @app.post("/webhooks/mlflow", summary="MLflow registry webhook (HMAC-signed)")
     async def webhook(request: Request) -> dict[str, Any]:
         if not webhook_secret:
             raise HTTPException(403, "webhooks are off: start the server with --webhook-secret")
         payload = (await request.body()).decode("utf-8", errors="replace")
-        reason = verify_webhook(webhook_secret, {k.lower(): v for k, v in request.headers.items()}, payload)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        reason = verify_webhook(webhook_secret, headers, payload)
+        if reason is None and not deliveries.first_time(headers[DELIVERY_HEADER.lower()]):
+            reason = "delivery id already seen (replay)"
         if reason:
             raise HTTPException(401, f"webhook refused: {reason}")
         try:
-            event = json.loads(payload)
-        except json.JSONDecodeError as err:
-            raise HTTPException(400, "webhook body is not JSON") from err
-        data = event.get("data") or {}
-        relevant = (event.get("entity") == "model_version_alias" and event.get("action") == "created"
+            event = _json_body(payload.encode())
+        except BadInput as err:
+            raise HTTPException(400, f"webhook body: {err}") from err
+        data = (event.get("data") if isinstance(event, dict) else None) or {}
+        relevant = (isinstance(data, dict) and event.get("entity") == "model_version_alias"
+                    and event.get("action") == "created"
                     and data.get("name") == name and data.get("alias") == alias)
         if relevant:
             follower.wake()
         return {"accepted": relevant}
+
+    if docs:
+        @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+        def docs_page() -> str:
+            return _docs_page(app.openapi())
 
     return app
 
 
 def run_server(name: str, alias: str = "champion", *, host: str = "127.0.0.1", port: int = 8080,
                poll_seconds: float = 2.0, webhook_secret: str | None = None,
-               tracking_uri: str | None = None, threads: int | None = None, max_batch: int = 16) -> None:
-    """Serve until interrupted (``unlearnops serve``)."""
+               tracking_uri: str | None = None, threads: int | None = None, max_batch: int = 16,
+               limits: Limits | None = None, api_token: str | None = None, docs: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM (``unlearnops serve``); a signal stops generation at once."""
     import uvicorn
 
     if threads:
@@ -453,5 +754,13 @@ def run_server(name: str, alias: str = "champion", *, host: str = "127.0.0.1", p
 
         torch.set_num_threads(threads)
     app = create_app(name, alias, tracking_uri=tracking_uri, poll_seconds=poll_seconds,
-                     webhook_secret=webhook_secret, max_batch=max_batch)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+                     webhook_secret=webhook_secret, max_batch=max_batch, limits=limits,
+                     api_token=api_token, docs=docs)
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            threading.Thread(target=app.state.shutdown, daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    _Server(uvicorn.Config(app, host=host, port=port, log_level="info",
+                           timeout_graceful_shutdown=3)).run()
