@@ -37,6 +37,13 @@ _PAIR = re.compile(
     r"(?P<q>[\"']?)(?P<secret>[^\s\"'&,;}]+)", re.IGNORECASE)
 
 
+def holds_secret(name: str, value: str = "") -> bool:
+    """True for an environment variable that holds a credential: a secret-like name (``*SECRET*``,
+    ``*PASSWORD*``, ``*TOKEN*``, ``*_KEY``) or a value with one embedded (``postgresql://u:pw@…``)."""
+    named = bool(_SECRET_ENV.search(name)) and not _NOT_SECRET_ENV.search(name)
+    return named or bool(_USERINFO.search(value) or _QUERY.search(value))
+
+
 def _known_secrets(extra: Iterable[str | None] = ()) -> list[str]:
     values = {v for k, v in os.environ.items()
               if _SECRET_ENV.search(k) and not _NOT_SECRET_ENV.search(k) and v}

@@ -35,7 +35,8 @@ TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 BACKEND_ENV = "UNLEARNOPS_UNLEARN_BACKEND"  # "rayjob" (default on Kubernetes) or "local"
 SECRETS_ENV = "UNLEARNOPS_RAYJOB_SECRETS"  # JSON [{"name", "env": {key: ENV}}] (set at compile time)
 RUN_ID_ENV, NAMESPACE_ENV = "UNLEARNOPS_KFP_RUN_ID", "UNLEARNOPS_K8S_NAMESPACE"
-_PASS_ENV = re.compile(r"^(UNLEARNOPS_|HF_|RAY_AUTH_MODE$|MLFLOW_DISABLE_TELEMETRY$|TOKENIZERS_PARALLELISM$)")
+_PASS_ENV = re.compile(r"^(UNLEARNOPS_|HF_|MLFLOW_DISABLE_TELEMETRY$|TOKENIZERS_PARALLELISM$)")
+AUTH_SECRET_ENV = "UNLEARNOPS_RAYJOB_AUTH_SECRET"  # optional: Secret holding the Ray auth token
 MAX_NAME = 40  # KubeRay derives RayCluster/Job/Service names (and 63-char labels) from it
 
 
@@ -98,12 +99,20 @@ def entrypoint(args: dict[str, Any]) -> str:
 
 
 def _container_env(env: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Non-secret unlearnops settings as values; secrets as ``secretKeyRef`` (never copied)."""
+    """Non-secret unlearnops settings as values; secrets only as ``secretKeyRef`` (never copied).
+
+    A variable holding a credential (:func:`unlearnops.masking.holds_secret`) not listed in
+    ``UNLEARNOPS_RAYJOB_SECRETS`` is left out, not written in clear. ``RAY_AUTH_MODE`` is never passed:
+    the cluster's token auth comes from the RayJob's ``authOptions``.
+    """
+    from unlearnops.masking import holds_secret
+
     source = dict(os.environ if env is None else env)
     secrets = json.loads(source.get(SECRETS_ENV, "[]") or "[]")
     secret_vars = {var for s in secrets for var in s["env"].values()}
     out = [{"name": k, "value": v} for k, v in sorted(source.items())
-           if _PASS_ENV.match(k) and k not in secret_vars and k != SECRETS_ENV]
+           if _PASS_ENV.match(k) and k not in secret_vars and k not in (SECRETS_ENV, AUTH_SECRET_ENV)
+           and not holds_secret(k, v)]
     out.append({"name": BACKEND_ENV, "value": "local"})
     for secret in secrets:
         for key, var in sorted(secret["env"].items()):
@@ -113,6 +122,12 @@ def _container_env(env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     for item in out:
         seen[item["name"]] = item
     return list(seen.values())
+
+
+def _auth_options() -> dict[str, Any]:
+    """Ray token auth on the RayJob's cluster (KubeRay creates the token Secret unless one is named)."""
+    secret = os.environ.get(AUTH_SECRET_ENV)
+    return {"mode": "token", **({"secretName": secret} if secret else {})}
 
 
 def _resources(cpu: str, memory: str, gpus: int, gpu_resource: str) -> dict[str, Any]:
@@ -156,6 +171,7 @@ def build_manifest(name: str, namespace: str, image: str, command: str, res: Ray
             "submissionMode": "K8sJobMode",
             "rayClusterSpec": {
                 "rayVersion": ray_version,
+                "authOptions": _auth_options(),
                 "headGroupSpec": {
                     "rayStartParams": {"num-cpus": "0"},
                     "template": pod("ray-head", head_res, False),

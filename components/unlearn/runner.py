@@ -97,9 +97,16 @@ def _free_port() -> int:
 
 
 def _passthrough_env() -> dict[str, str]:
-    """UNLEARNOPS_* settings and S3 credentials the workers need (settings come from the environment)."""
+    """UNLEARNOPS_* / AWS_* / MLFLOW_* settings the workers need, never a secret.
+
+    ``runtime_env`` is readable from the Ray dashboard: credentials (and URLs that may embed one)
+    reach workers through their own environment — inherited from this process for a local Ray,
+    set on the cluster's pods (Kubernetes ``secretKeyRef``) for an attached one.
+    """
+    from unlearnops.masking import holds_secret
+
     keep = ("UNLEARNOPS_", "AWS_", "MLFLOW_")
-    return {k: v for k, v in os.environ.items() if k.startswith(keep)}
+    return {k: v for k, v in os.environ.items() if k.startswith(keep) and not holds_secret(k, v)}
 
 
 def worker_env() -> dict[str, str]:
