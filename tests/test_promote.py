@@ -203,7 +203,7 @@ def test_server_refuses_an_erased_version(lineage: dict[str, str]) -> None:
 def test_kserve_target_on_server(mlflow_env: str, tiny_model_factory, tmp_path: Path) -> None:
     v1 = register_model(str(tiny_model_factory(tmp_path / "base", 0)), "Kserve_Demo").version
     out = tmp_path / "isvc.yaml"
-    pm.promote("Kserve_Demo", v1, target="kserve", out=str(out), canary_traffic_percent=10)
+    pm.promote("Kserve_Demo", v1, target="kserve", out=str(out), canary_traffic_percent=10, apply=False)
     manifest = yaml.safe_load(out.read_text())
     assert manifest["metadata"]["name"] == "kserve-demo"
     model = manifest["spec"]["predictor"]["model"]

@@ -32,7 +32,7 @@ from unlearnops.modelio import EXPORT_TAG
 from unlearnops.settings import get_settings
 from unlearnops.types import ModelRef
 
-from . import erasure, kserve
+from . import erasure, kserve, rollout
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class PromotionError(RuntimeError):
 
 class PromotionRefused(PromotionError):
     """The version was trained on erased data and no override reason was given (nothing changed)."""
+
+
+class PromotionGateFailed(PromotionError):
+    """The version failed its gates (tag ``unlearnops.gate=failed``): nothing changed (exit 3)."""
 
 
 class PromotionConflict(PromotionError):
@@ -182,11 +186,15 @@ def check_parent(name: str, version: str, parent: str | None, champion: str | No
 
 def promote(name: str, version: str, *, target: str = "local", expect_parent: bool = True,
             out: str | None = None, canary_traffic_percent: int | None = None,
-            namespace: str | None = None, override_reason: str | None = None) -> ModelRef:
+            namespace: str | None = None, override_reason: str | None = None, apply: bool = True,
+            api_client: Any = None, timeout_s: float = 600.0) -> ModelRef:
     """Make ``version`` the champion of ``name`` (compare-and-set on its parent); see the module docstring.
 
     ``target="kserve"`` also writes the version's InferenceService manifest (validated against
-    the CRD) to ``out`` (default ``<storage root>/registry/<name>/kserve/v<version>.yaml``).
+    the CRD) to ``out`` (default ``<storage root>/registry/<name>/kserve/v<version>.yaml``) and,
+    with ``apply``, creates or patches it in the cluster and waits until it is Ready *before* any
+    alias moves (components/promote/rollout.py); a failed or slow rollout leaves the aliases and
+    the old revision serving and raises :class:`PromotionError` with the condition's message.
     """
     if target not in TARGETS:
         raise PromotionError(f"target {target!r}: use one of {', '.join(TARGETS)}")
@@ -202,7 +210,8 @@ def promote(name: str, version: str, *, target: str = "local", expect_parent: bo
         raise _unreachable(err, "nothing was changed") from err
     tags = mv.tags or {}
     if tags.get(GATE_TAG) == "failed":
-        raise PromotionError(f"version {version} of {name} failed its gates (tag {GATE_TAG}); not promoted")
+        raise PromotionGateFailed(f"version {version} of {name} failed its gates (tag {GATE_TAG}); "
+                                  "not promoted")
     _erasure_guard(client, name, version, tags, "promote", override_reason)
     manifest = _kserve_manifest(name, version, tags, canary_traffic_percent, namespace) \
         if target == "kserve" else None
@@ -210,6 +219,8 @@ def promote(name: str, version: str, *, target: str = "local", expect_parent: bo
     if champion != version:
         if expect_parent:
             check_parent(name, version, tags.get(PARENT_TAG), champion)
+        if manifest is not None and apply:
+            _roll_out(manifest, namespace, api_client, timeout_s)
         moves: list[Move] = [(PREVIOUS, champion)] if champion else []
         moves.append((CHAMPION, version))
         if before.get(CHALLENGER) == version:
@@ -239,11 +250,27 @@ def _kserve_manifest(name: str, version: str, tags: dict[str, str], canary: int 
         raise PromotionError(str(err)) from err
 
 
-def rollback(name: str, override_reason: str | None = None) -> ModelRef:
+def _roll_out(manifest: dict[str, Any], namespace: str | None, api_client: Any, timeout_s: float) -> None:
+    ns = namespace or manifest["metadata"].get("namespace") or "default"
+    try:
+        done = rollout.KServeRollout(api_client, timeout_s=timeout_s).apply_and_wait(manifest, ns)
+    except rollout.RolloutError as err:
+        raise PromotionError(f"{mask_secrets(str(err))}; the aliases were not moved and the previous "
+                             "revision keeps serving") from err
+    log.info("InferenceService %s/%s %s and Ready (generation %d, %.0fs)", ns, done.name,
+             "created" if done.created else "patched", done.generation, done.seconds)
+
+
+def rollback(name: str, override_reason: str | None = None, *, target: str = "local",
+             namespace: str | None = None, api_client: Any = None, timeout_s: float = 600.0) -> ModelRef:
     """``champion`` ← ``previous`` (and ``previous`` is cleared); the aliases end as they were on failure.
 
     A previous version trained on data erased since is refused unless ``override_reason`` is given.
+    ``target="kserve"``: the InferenceService is patched back to the previous version and must be
+    Ready before the aliases move (as in :func:`promote`).
     """
+    if target not in TARGETS:
+        raise PromotionError(f"target {target!r}: use one of {', '.join(TARGETS)}")
     client = _client()
     _step("read")
     before = read_aliases(client, name)
@@ -252,6 +279,8 @@ def rollback(name: str, override_reason: str | None = None) -> ModelRef:
         raise PromotionError(f"{name} has no 'previous' version to roll back to")
     tags = _retry(lambda: client.get_model_version(name, previous), RETRY.attempts, RETRY.wait_max).tags or {}
     _erasure_guard(client, name, previous, tags, "rollback", override_reason)
+    if target == "kserve":
+        _roll_out(_kserve_manifest(name, previous, tags, None, namespace), namespace, api_client, timeout_s)
     apply_moves(client, name, [(CHAMPION, previous), (PREVIOUS, None)], before,
                 expect_champion=before.get(CHAMPION), check_champion=True)
     log.warning("%s: rolled back champion %s → %s", name, before.get(CHAMPION), previous)

@@ -6,7 +6,13 @@ checks: a created RayJob must be a ``ray.io/v1`` ``RayJob`` valid against the ve
 the namespace of the URL, with a name not already taken (409). Each GET of the RayJob returns
 the next status of ``statuses`` (the last one repeats), so a test scripts the job's life; pods
 labelled ``job-name=<rayjob>`` and their logs come from ``logs`` (the text so far, per poll).
-Every request is recorded.
+
+InferenceServices (serving.kserve.io/v1beta1): POST checks the body against the CRD; PATCH must
+be a JSON merge patch (``application/merge-patch+json``) and the merged object must still be
+valid; a write that changes ``spec`` bumps ``metadata.generation``. After each write, GETs walk
+``isvc_script`` (``"progress"``, ``"ready"``, ``"failed"``; the last repeats): ``ready`` reports
+``Ready=True`` at the new generation, ``progress`` the old generation still serving, ``failed``
+``BlockedByFailedLoad`` with a message. Every request is recorded.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from tests.stubs.http import Recorded, StubServer
 RAYJOB = re.compile(r"^/apis/ray\.io/v1/namespaces/([^/]+)/rayjobs(?:/([^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+ISVC = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices(?:/([^/]+))?$")
+FAILED_LOAD = "model server failed to load the model: config.json not found"
 
 
 @dataclass
@@ -27,6 +35,22 @@ class K8sState:
     rayjobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
     gets: int = 0
+    isvcs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    isvc_gets: int = 0
+    patch_types: list[str] = field(default_factory=list)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (``null`` deletes a key)."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -38,7 +62,8 @@ class K8sApiStub(StubServer):
     """Use as a context manager; ``configuration()`` gives a client Configuration for it."""
 
     def __init__(self, statuses: list[dict[str, Any]] | None = None, logs: list[str] | None = None,
-                 validate: bool = True):
+                 validate: bool = True, isvc_script: list[str] | None = None):
+        self.isvc_script = isvc_script or ["ready"]
         self.statuses = statuses or [{"jobStatus": "SUCCEEDED", "jobDeploymentStatus": "Complete"}]
         self.logs = logs or []
         self.validate = validate
@@ -64,12 +89,16 @@ class K8sApiStub(StubServer):
     def respond(self, method: str, path: str, query: dict[str, list[str]], body: Any,
                 headers: Any) -> tuple[int, Any, str]:
         with self.lock:
+            if ISVC.match(path) and method == "PATCH":
+                self.state.patch_types.append(str(headers.get("Content-Type", "")))
             return self.route(method, path, query, body)
 
     def route(self, method: str, path: str, query: dict[str, list[str]],
               body: Any) -> tuple[int, Any, str]:
         if m := RAYJOB.match(path):
             return self._rayjob(method, m.group(1), m.group(2), body)
+        if m := ISVC.match(path):
+            return self._isvc(method, m.group(1), m.group(2), body)
         if (m := PODS.match(path)) and method == "GET":
             return 200, self._pods(m.group(1), query), "application/json"
         if (m := POD_LOG.match(path)) and method == "GET":
@@ -102,6 +131,66 @@ class K8sApiStub(StubServer):
             self.state.deleted.append(name)
             return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}, js
         return 405, _status(405, "MethodNotAllowed", "method not allowed"), js
+
+    def _isvc(self, method: str, ns: str, name: str | None, body: Any) -> tuple[int, Any, str]:
+        js = "application/json"
+        if method == "POST" and name is None:
+            problem = self._check_isvc(ns, body)
+            if problem:
+                return 422, _status(422, "Invalid", problem), js
+            key = (ns, body["metadata"]["name"])
+            if key in self.state.isvcs:
+                return 409, _status(409, "AlreadyExists", f'inferenceservices "{key[1]}" already exists'), js
+            obj = {**body, "metadata": {**body["metadata"], "namespace": ns, "generation": 1}}
+            self.state.isvcs[key] = obj
+            self.state.isvc_gets = 0
+            return 201, obj, js
+        key = (ns, name or "")
+        if name is None or key not in self.state.isvcs:
+            return 404, _status(404, "NotFound", f'inferenceservices "{name}" not found'), js
+        current = self.state.isvcs[key]
+        if method == "GET":
+            step = self.isvc_script[min(self.state.isvc_gets, len(self.isvc_script) - 1)]
+            self.state.isvc_gets += 1
+            return 200, {**current, "status": self._isvc_status(current, step)}, js
+        if method == "PATCH":
+            if self.state.patch_types[-1].split(";")[0] != "application/merge-patch+json":
+                return 415, _status(415, "UnsupportedMediaType", self.state.patch_types[-1]), js
+            merged = merge_patch({k: v for k, v in current.items() if k != "status"}, body)
+            problem = self._check_isvc(ns, merged)
+            if problem:
+                return 422, _status(422, "Invalid", problem), js
+            generation = current["metadata"]["generation"] + (merged.get("spec") != current.get("spec"))
+            merged["metadata"] = {**merged["metadata"], "generation": generation}
+            self.state.isvcs[key] = merged
+            self.state.isvc_gets = 0
+            return 200, merged, js
+        return 405, _status(405, "MethodNotAllowed", "method not allowed"), js
+
+    def _check_isvc(self, ns: str, body: Any) -> str:
+        if not isinstance(body, dict) or body.get("kind") != "InferenceService":
+            return "expected an InferenceService"
+        if (body.get("metadata") or {}).get("namespace", ns) != ns:
+            return "the namespace of the provided object does not match the URL"
+        from unlearnops import crds
+
+        manifest = {k: v for k, v in body.items() if k != "status"}
+        return "; ".join(crds.errors(manifest))
+
+    @staticmethod
+    def _isvc_status(obj: dict[str, Any], step: str) -> dict[str, Any]:
+        gen = obj["metadata"]["generation"]
+        if step == "ready":
+            return {"observedGeneration": gen, "modelStatus": {"transitionStatus": "UpToDate"},
+                    "conditions": [{"type": "Ready", "status": "True"}]}
+        if step == "failed":
+            return {"observedGeneration": gen,
+                    "modelStatus": {"transitionStatus": "BlockedByFailedLoad",
+                                    "lastFailureInfo": {"reason": "ModelLoadFailed", "message": FAILED_LOAD}},
+                    "conditions": [{"type": "Ready", "status": "False", "reason": "ModelLoadFailed",
+                                    "message": FAILED_LOAD}]}
+        return {"observedGeneration": gen - 1, "modelStatus": {"transitionStatus": "InProgress"},
+                "conditions": [{"type": "Ready", "status": "Unknown", "message": "new revision rolling out"}]}
 
     def _check(self, ns: str, body: Any) -> str:
         if not isinstance(body, dict):
