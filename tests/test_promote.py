@@ -148,7 +148,7 @@ def test_cli_flow(mlflow_embedded: str, tiny_model_factory, tmp_path: Path) -> N
     assert "version 1" in out.output
     cand = tiny_model_factory(tmp_path / "cand", 1)
     out = runner.invoke(cli.app, ["register", "--model", str(cand), "--name", "c", "--parent", "1",
-                                  "--request", "r-9", "--gate", "passed"])
+                                  "--request", "r-9"])
     assert out.exit_code == 0, out.output
     assert runner.invoke(cli.app, ["promote", "c", "2"]).exit_code == 1  # no champion yet, v2 has parent 1
     assert runner.invoke(cli.app, ["promote", "c", "1"]).exit_code == 0

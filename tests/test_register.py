@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,59 @@ def test_register_on_server(mlflow_env: str, tiny_model_factory, tmp_path: Path)
     assert reg.register_model(str(base), "srv").version == ref.version
     with modelio.LocalModel(f"models:/srv/{ref.version}") as path:
         assert reg.weights_sha256(path) == reg.weights_sha256(base)
+
+
+def test_model_from_code_pinned(mlflow_embedded: str, tiny_model_factory, tmp_path: Path) -> None:
+    """Issue 12: the pyfunc is models-from-code (no pickle on load) with exactly pinned requirements."""
+    import mlflow
+    import yaml
+
+    base = tiny_model_factory(tmp_path / "base", 0)
+    reg.register_model(str(base), "code")
+    mlflow.set_tracking_uri(mlflow_embedded)
+    local = Path(mlflow.artifacts.download_artifacts("models:/code/1", dst_path=str(tmp_path / "dl")))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor.get("model_code_path") and not list(local.rglob("*.pkl"))
+    reqs = [r for r in (local / "requirements.txt").read_text().splitlines() if r and not r.startswith("#")]
+    assert reqs and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][^ ;,<>=]*", r) for r in reqs), reqs
+
+
+def test_gate_override_only_from_report(mlflow_embedded: str, tiny_model_factory, tmp_path: Path) -> None:
+    """Issue 12: a verdict changes only from its report, by a named operator with a reason (tags)."""
+    from typer.testing import CliRunner
+
+    from unlearnops import cli
+
+    cli._load_plugins()
+    base = tiny_model_factory(tmp_path / "base", 0)
+    failed = str(_report(tmp_path / "r-failed", passed=False))
+    runner = CliRunner()
+    bare = runner.invoke(cli.app, ["register", "--model", str(base), "--name", "g", "--gate", "passed"])
+    assert bare.exit_code == 2 and "needs the evaluate report" in bare.output
+    with pytest.raises(reg.RegistrationError, match="contradicts the report's verdict"):
+        reg.register_model(str(base), "g", report_uri=failed, gate="passed")
+    for bad, match in [(reg.GateOverride("passed", "", "legal approved it"), "--operator"),
+                       (reg.GateOverride("passed", "ana", "ok"), "at least 10"),
+                       (reg.GateOverride("failed", "ana", "no change at all"), "nothing to override")]:
+        with pytest.raises(reg.RegistrationError, match=match):
+            reg.register_model(str(base), "g", report_uri=failed, gate_override=bad)
+    with pytest.raises(reg.RegistrationError, match="needs the report"):
+        reg.register_model(str(base), "g",
+                           gate_override=reg.GateOverride("passed", "ana", "legal approved it"))
+    out = runner.invoke(cli.app, ["register", "--model", str(base), "--name", "g", "--report", failed,
+                                  "--override-gate", "passed", "--operator", "ana.ops",
+                                  "--reason", "MIA gap within noise; reviewed in INC-42"])
+    assert out.exit_code == 0, out.output
+    tags = _tags_of("g", "1")
+    assert tags[reg.GATE_TAG] == "passed" and tags[reg.REPORT_VERDICT_TAG] == "failed"
+    detail = json.loads(tags[reg.OVERRIDE_TAG])
+    assert detail["operator"] == "ana.ops" and detail["reason"].startswith("MIA gap")
+    assert detail["report_uri"] == failed and detail["from"] == "failed"
+
+
+def _tags_of(name: str, version: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    from unlearnops.settings import get_settings
+
+    return dict(MlflowClient(tracking_uri=get_settings().tracking_uri).get_model_version(name, version).tags)

@@ -15,17 +15,33 @@ def register_cmd(
     scope: str | None = typer.Option(None, "--scope", help="the DataScope folder"),
     parent: str | None = typer.Option(None, "--parent", help="parent version (default: training.json's)"),
     request: list[str] = typer.Option([], "--request", help="forget request id this version satisfies"),
-    gate: str | None = typer.Option(None, "--gate", help="passed|failed (default: the report's verdict)"),
+    gate: str | None = typer.Option(None, "--gate", help="failed, or the report's own verdict "
+                                                         "(default: the report's verdict)"),
+    override_gate: str | None = typer.Option(None, "--override-gate",
+                                             help="replace the --report's verdict (passed|failed); "
+                                                  "needs --operator and --reason; recorded"),
+    operator: str | None = typer.Option(None, "--operator", help="who overrides the verdict"),
+    reason: str | None = typer.Option(None, "--reason", help="why the verdict is overridden"),
 ) -> None:
-    """Register MODEL as a new version of NAME (idempotent: the same candidate returns its version)."""
+    """Register MODEL as a new version of NAME (idempotent: the same candidate returns its version).
+
+    A gate passes only from an evaluate report: `--gate passed` without `--report` is refused, and
+    a report's verdict changes only with --override-gate by a named --operator with a --reason.
+    """
     from unlearnops import storage
     from unlearnops.modelio import ModelError
 
-    from .register import RegistrationError, register_model
+    from .register import GateOverride, RegistrationError, register_model
 
+    if gate == "passed" and not report:
+        raise fail("--gate passed needs the evaluate report it comes from (--report DIR); "
+                   "a failed verdict is overridden only with --override-gate, --operator and --reason")
+    if override_gate is None and (operator or reason):
+        raise fail("--operator and --reason go with --override-gate")
+    override = GateOverride(override_gate, operator or "", reason or "") if override_gate else None
     try:
         ref = register_model(model, name, report_uri=report, scope_uri=scope, parent_version=parent,
-                             request_ids=request, gate=gate)
+                             request_ids=request, gate=gate, gate_override=override)
     except (RegistrationError, ModelError) as err:
         raise fail(str(err)) from err
     except storage.StorageError as err:

@@ -4,7 +4,8 @@ One MLflow run per registration holds the params (method, hyper-parameters, seed
 library versions — from the model folder's ``training.json``), the metrics (every EvalReport
 number, per model role: ``candidate.forget.prob``, ``base.forget.prob``, ...), the artifacts
 (report.json/md, plots, the scope manifest — never the scope's records — and training.json) and
-the model as an MLflow pyfunc wrapping the Hugging Face folder (:class:`HFCausalLM`, explicit
+the model as an MLflow pyfunc wrapping the Hugging Face folder (:class:`HFCausalLM`, logged as
+models-from-code from ``pyfunc_code.py`` so loading unpickles nothing; exactly pinned
 ``pip_requirements``, a signature with the ``max_new_tokens`` param). The registered version
 carries the lineage tags of CONTRACTS.md, and a plain ``save_pretrained`` copy is exported to
 ``<storage root>/registry/<name>/v<version>/`` (tag ``unlearnops.export_uri``) for serving runtimes.
@@ -22,6 +23,7 @@ import logging
 import math
 import re
 import tempfile
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as pkg_version
 from pathlib import Path
@@ -40,6 +42,7 @@ TAG = "unlearnops."
 PARENT_TAG, REQUESTS_TAG, SCOPE_TAG = f"{TAG}parent_version", f"{TAG}requests", f"{TAG}scope_sha256"
 METHOD_TAG, GATE_TAG, KFP_TAG = f"{TAG}method", f"{TAG}gate", f"{TAG}kfp_run_id"
 FINGERPRINT_TAG, RUN_TAG = f"{TAG}fingerprint", f"{TAG}run_id"
+REPORT_VERDICT_TAG, OVERRIDE_TAG = f"{TAG}gate.report_verdict", f"{TAG}gate.override"
 EXPORT_TAG = modelio.EXPORT_TAG
 CHALLENGER = "challenger"
 GATES = ("passed", "failed")
@@ -47,8 +50,45 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _METRIC_BAD = re.compile(r"[^A-Za-z0-9_\-. :/]")
 
 
+#: The pyfunc's code file (models-from-code: loading runs it; no pickled Python object is stored).
+MODEL_CODE = Path(__file__).with_name("pyfunc_code.py")
+
+
 class RegistrationError(ValueError):
     """Bad input to registration (the message says what to fix)."""
+
+
+@dataclass(frozen=True)
+class GateOverride:
+    """A named operator's decision to replace the verdict of one evaluate report, with a reason."""
+
+    gate: str
+    operator: str
+    reason: str
+
+    def check(self, report_uri: str | None, report_verdict: str | None) -> None:
+        """Refuse an override that does not name its report, operator and reason, or changes nothing."""
+        if self.gate not in GATES:
+            raise RegistrationError(f"override gate {self.gate!r}: use one of {', '.join(GATES)}")
+        if not report_uri or report_verdict is None:
+            raise RegistrationError("a gate override needs the report it overrides "
+                                    "(--report DIR with a verdict)")
+        if not self.operator.strip() or len(self.reason.strip()) < 10:
+            raise RegistrationError("a gate override needs --operator NAME and --reason "
+                                    "(at least 10 characters)")
+        if self.gate == report_verdict:
+            raise RegistrationError(f"the report's verdict is already {report_verdict}: nothing to override")
+
+    def record(self, report_uri: str, report_verdict: str) -> dict[str, str]:
+        """Registry tags: the verdict used, the report's own verdict, and who overrode it why."""
+        from datetime import UTC, datetime
+
+        from unlearnops.masking import mask_secrets
+
+        detail = {"operator": self.operator.strip(), "reason": mask_secrets(self.reason.strip())[:1000],
+                  "report_uri": mask_secrets(report_uri), "from": report_verdict, "to": self.gate,
+                  "at": datetime.now(UTC).isoformat(timespec="seconds")}
+        return {REPORT_VERDICT_TAG: report_verdict, OVERRIDE_TAG: json.dumps(detail, sort_keys=True)}
 
 
 class HFCausalLM(mlflow.pyfunc.PythonModel):
@@ -209,11 +249,15 @@ def export_copy(client: mlflow.MlflowClient, name: str, version: str, model_dir:
 # ------------------------------------------------------------------ the step
 def register_model(model_uri: str, name: str, *, report_uri: str | None = None, scope_uri: str | None = None,
                    parent_version: str | None = None, request_ids: list[str] | None = None,
-                   gate: str | None = None, kfp_run_id: str | None = None) -> ModelRef:
+                   gate: str | None = None, kfp_run_id: str | None = None,
+                   gate_override: GateOverride | None = None) -> ModelRef:
     """Log, register and export ``model_uri`` as a version of ``name`` (see the module docstring).
 
     ``parent_version`` defaults to training.json's parent (when it names the same registered
-    model); ``gate`` defaults to the report's verdict. Returns ``ModelRef(name, version)``.
+    model); ``gate`` defaults to the report's verdict and may not contradict it: only a
+    ``gate_override`` (named operator, reason, the report's own URI) changes a verdict, and it is
+    recorded as tags (``unlearnops.gate.override``, ``unlearnops.gate.report_verdict``).
+    Returns ``ModelRef(name, version)``.
     """
     if not _NAME.match(name):
         raise RegistrationError(f"model name {name!r}: use letters, digits, '.', '_' or '-' (max 128)")
@@ -230,7 +274,16 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
             raise RegistrationError(f"{report_uri}: no report.json (give the evaluate step's output folder)")
         parent = str(parent_version) if parent_version else _default_parent(name, training)
         scope_sha = _scope_sha(scope_uri, training, report)
-        gate = gate or report_gate(report)
+        verdict = report_gate(report)
+        override_tags: dict[str, str] = {}
+        if gate_override is not None:
+            gate_override.check(report_uri, verdict)
+            override_tags = gate_override.record(str(report_uri), str(verdict))
+            gate = gate_override.gate
+        elif gate is not None and verdict is not None and gate != verdict:
+            raise RegistrationError(f"gate {gate} contradicts the report's verdict ({verdict}); only a named "
+                                    "operator overrides a verdict (--override-gate, --operator, --reason)")
+        gate = gate or verdict
         fp = fingerprint(weights_sha256(model_dir), scope_sha, parent)
         existing = find_version(client, name, fp)
         if existing is not None:
@@ -245,7 +298,7 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
                 raise RegistrationError(f"parent models:/{name}/{parent} is not registered: {err}") from err
         tags = {PARENT_TAG: parent, REQUESTS_TAG: ",".join(requests), SCOPE_TAG: scope_sha,
                 METHOD_TAG: (training or {}).get("method") or ("base" if training is None else None),
-                GATE_TAG: gate, KFP_TAG: kfp_run_id, FINGERPRINT_TAG: fp}
+                GATE_TAG: gate, KFP_TAG: kfp_run_id, FINGERPRINT_TAG: fp, **override_tags}
         tags = {k: str(v) for k, v in tags.items() if v not in (None, "")}
         mv = _log_and_register(name, model_dir, training, report, report_uri, scope_uri, tags)
         version = str(mv.version)
@@ -274,7 +327,7 @@ def _log_and_register(name: str, model_dir: Path, training: dict[str, Any] | Non
         mlflow.set_tags({k: v for k, v in tags.items() if k != FINGERPRINT_TAG})
         _log_artifacts(model_dir, report_uri, scope_uri)
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=HFCausalLM(), artifacts={"hf_model": str(model_dir)},
+            name="model", python_model=str(MODEL_CODE), artifacts={"hf_model": str(model_dir)},
             pip_requirements=pip_requirements(), signature=signature(),
             input_example=None,
         )
