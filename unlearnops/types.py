@@ -116,6 +116,16 @@ class Selectors(Doc):
                                  description="literal keywords (kind pattern)")
     examples_uri: Text | None = Field(None, description="URI of forget examples (kind examples)")
 
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        """Every regex compiles with RE2 at filing (a bad one is refused with the regex error)."""
+        from .patterns import compile_pattern
+
+        for pattern in patterns:
+            compile_pattern(pattern)  # PatternError is a ValueError: a validation error
+        return patterns
+
     def is_empty(self) -> bool:
         return not any(self.model_dump().values())
 

@@ -2,17 +2,22 @@
 
 Matching rules (per request kind):
 
-- subject: ``record.subject_ids`` ∩ ``selectors.subject_ids``, or one of the subject's names in
-  ``question`` / ``answer`` / ``text`` (word boundaries, case-insensitive; one compiled alternation).
+- subject: ``record.subject_ids`` ∩ ``selectors.subject_ids``, or one of the subject's names or
+  aliases in ``question`` / ``answer`` / ``text``: both sides normalised (:func:`normalise`: NFKC,
+  case folding, accents dropped if ``fold_accents``, whitespace and line breaks collapsed), then
+  matched on word boundaries — possessives and surrounding punctuation match, a longer name
+  (``Ada Quillson``, ``Ada Quill-Smith``) does not.
 - document: ``record.id`` in ``selectors.record_ids`` or :func:`content_sha256` in
   ``selectors.content_sha256``.
-- pattern: any regex of ``selectors.patterns`` (as given) or keyword (word boundaries,
-  case-insensitive) in ``question`` / ``answer`` / ``text``.
+- pattern: any regex of ``selectors.patterns`` (RE2, linear time: :mod:`unlearnops.patterns`) or
+  keyword (word boundaries, case-insensitive) in ``question`` / ``answer`` / ``text``.
 - examples: corpus records with the id or content hash of one of the examples.
 
 The prefilter finds candidate lines with ``bytes.find`` over whole blocks: quoted ids as they are
-written in JSON, and ASCII names/keywords in the ASCII-lowercased block. It is a superset of
-the matches, so only candidate lines are parsed. Regexes and content hashes need every line
+written in JSON, and ASCII names/keywords in the ASCII-lowercased block (a name by its longest
+word, so other spacing still matches; lines with non-ASCII text or JSON ``\\u`` escapes are always
+candidates, so Unicode variants still match). It is a superset of the matches, so only candidate
+lines are parsed. Regexes and content hashes need every line
 parsed (the prefilter switches off).
 """
 
@@ -20,14 +25,37 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from unlearnops.patterns import PatternError, compile_pattern
 from unlearnops.suppression import content_sha256  # one definition, shared with the suppression list
 from unlearnops.types import ForgetRequest, RequestKind
 
 FIELDS = ("question", "answer", "text")
+
+
+_SPACE = re.compile(r"\s+")
+_NON_ASCII = re.compile(rb"[\x80-\xff]|\\u")
+
+
+def normalise(text: str, fold_accents: bool = False) -> str:
+    """NFKC, case-folded, accents dropped if ``fold_accents``, runs of whitespace as one space."""
+    out = unicodedata.normalize("NFKC", text).casefold()
+    if fold_accents:
+        out = "".join(c for c in unicodedata.normalize("NFKD", out) if not unicodedata.combining(c))
+        out = unicodedata.normalize("NFC", out)
+    return _SPACE.sub(" ", out).strip()
+
+
+def names_regex(names: Iterable[str]) -> re.Pattern[str] | None:
+    """One alternation of normalised ``names``, never inside a longer (or hyphenated) name."""
+    alts = sorted({n for n in names if n}, key=lambda n: (-len(n), n))
+    if not alts:
+        return None
+    return re.compile(r"(?<![\w-])(?<!\w-\w)(?:" + "|".join(re.escape(n) for n in alts) + r")(?!-?\w)")
 
 
 def words_regex(words: Iterable[str]) -> re.Pattern[str] | None:
@@ -55,6 +83,7 @@ class Prefilter:
     exact: list[bytes] = field(default_factory=list)
     lower: list[bytes] = field(default_factory=list)
     full: bool = False
+    unicode_lines: bool = False
 
     def add_words(self, words: Iterable[str]) -> None:
         for word in words:
@@ -62,6 +91,16 @@ class Prefilter:
                 self.full = True
             else:
                 self.lower.append(word.strip().lower().encode())
+
+    def add_names(self, names: Iterable[str]) -> None:
+        """Names by their longest word (spacing may differ); non-ASCII lines become candidates too."""
+        for name in names:
+            words = name.split()
+            if not words or not _plain_ascii(name.strip()):
+                self.full = self.full or bool(words)
+                continue
+            self.lower.append(max(words, key=len).lower().encode())
+            self.unicode_lines = True
 
     def add_strings(self, values: Iterable[str]) -> None:
         for value in values:
@@ -80,6 +119,9 @@ class Prefilter:
                     starts.add(start)
                     end = hay.find(b"\n", pos)
                     pos = hay.find(term, end + 1) if end >= 0 else -1
+        if self.unicode_lines:
+            for found in _NON_ASCII.finditer(block):
+                starts.add(block.rfind(b"\n", 0, found.start()) + 1)
         return iter(sorted(starts))
 
 
@@ -91,9 +133,10 @@ class Matcher:
     names: dict[str, list[int]] = field(default_factory=dict)
     record_ids: dict[str, list[int]] = field(default_factory=dict)
     hashes: dict[str, list[int]] = field(default_factory=dict)
-    patterns: list[tuple[re.Pattern[str], int]] = field(default_factory=list)
+    patterns: list[tuple[Any, int]] = field(default_factory=list)
     prefilter: Prefilter = field(default_factory=Prefilter)
     name_rx: re.Pattern[str] | None = None
+    fold_accents: bool = False
 
     def match(self, record: Mapping[str, Any]) -> list[int]:
         hits: set[int] = set()
@@ -105,8 +148,8 @@ class Matcher:
         texts = [str(record[f]) for f in FIELDS if record.get(f) is not None]
         if self.name_rx is not None:
             for text in texts:
-                for found in self.name_rx.finditer(text):
-                    hits.update(self.names.get(found.group(0).lower(), ()))
+                for found in self.name_rx.finditer(normalise(text, self.fold_accents)):
+                    hits.update(self.names.get(found.group(0), ()))
         for rx, index in self.patterns:
             if index not in hits and any(rx.search(t) for t in texts):
                 hits.add(index)
@@ -120,21 +163,26 @@ def _add(table: dict[str, list[int]], keys: Iterable[str], index: int) -> None:
             table[key].append(index)
 
 
-def build_matcher(requests: list[ForgetRequest], subject_names: Mapping[str, str],
-                  examples: Mapping[int, list[dict[str, Any]]]) -> Matcher:
-    """A Matcher for ``requests``; ``subject_names`` adds names of subject ids (people.jsonl)."""
+def _aliases(value: str | Iterable[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def build_matcher(requests: list[ForgetRequest], subject_names: Mapping[str, str | Iterable[str]],
+                  examples: Mapping[int, list[dict[str, Any]]], fold_accents: bool = False) -> Matcher:
+    """A Matcher for ``requests``; ``subject_names`` adds the name (or aliases) of each subject id."""
     from .shards import ScopeError
 
-    m = Matcher()
+    m = Matcher(fold_accents=fold_accents)
     pre = m.prefilter
     for index, req in enumerate(requests):
         sel = req.selectors
         if req.kind == RequestKind.subject:
             _add(m.subject_ids, sel.subject_ids, index)
             pre.add_strings(sel.subject_ids)
-            names = [*sel.names, *(subject_names[s] for s in sel.subject_ids if s in subject_names)]
-            _add(m.names, (n.strip().lower() for n in names if n.strip()), index)
-            pre.add_words(names)
+            names = [*sel.names, *(a for s in sel.subject_ids if s in subject_names
+                                   for a in _aliases(subject_names[s]))]
+            _add(m.names, (k for k in (normalise(n, fold_accents) for n in names) if k), index)
+            pre.add_names(names)
         elif req.kind == RequestKind.document:
             _add(m.record_ids, sel.record_ids, index)
             pre.add_strings(sel.record_ids)
@@ -143,9 +191,9 @@ def build_matcher(requests: list[ForgetRequest], subject_names: Mapping[str, str
         elif req.kind == RequestKind.pattern:
             for pattern in sel.patterns:
                 try:
-                    m.patterns.append((re.compile(pattern), index))
-                except re.error as err:
-                    raise ScopeError(f"request {req.id}: invalid regex {pattern!r} ({err})") from err
+                    m.patterns.append((compile_pattern(pattern), index))
+                except PatternError as err:
+                    raise ScopeError(f"request {req.id}: {err}") from err
             pre.full = pre.full or bool(sel.patterns)
             keyword_rx = words_regex(sel.keywords)
             if keyword_rx is not None:
@@ -156,5 +204,5 @@ def build_matcher(requests: list[ForgetRequest], subject_names: Mapping[str, str
             _add(m.record_ids, (r["id"] for r in rows), index)
             _add(m.hashes, (content_sha256(r) for r in rows), index)
             pre.full = pre.full or bool(rows)
-    m.name_rx = words_regex(m.names)
+    m.name_rx = names_regex(m.names)
     return m
