@@ -86,6 +86,7 @@ def matmul_peak(device: Any, dtype: Any, n: int, repeats: int = 20) -> float:
 def run_bench(dry_run: bool = False, compile_model: bool = False, steps: int | None = None) -> dict[str, Any]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+    from unlearnops.components.unlearn.job import Preloaded, TrainJob
     from unlearnops.components.unlearn.loop import train_local
 
     from unlearnops.settings import apply_runtime_env
@@ -126,11 +127,9 @@ def run_bench(dry_run: bool = False, compile_model: bool = False, steps: int | N
              "compile": compile_model, "eval_batch_size": batch}
     spec = UnlearnSpec(method="npo", params={"train": train},
                        compute={"use_gpu": use_gpu, "torch_threads": 1})
-    job = {"spec": spec.model_dump(mode="json"), "model": model, "tokenizer": tok, "records": data,
-           "quiet": True}
     if use_gpu:
         torch.cuda.reset_peak_memory_stats()
-    _, meta = train_local(job, device=str(device))
+    meta = train_local(TrainJob(spec=spec, quiet=True), Preloaded(model, tok, data), device=str(device))
     steady = meta["curve"][cfg["warmup"]:] or meta["curve"]
     tokens = sum(c["tokens"] for c in steady)
     seconds = sum(c["step_s"] for c in steady)

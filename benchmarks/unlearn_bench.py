@@ -67,14 +67,14 @@ def spec_params(steps: int = STEPS, **extra: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- contenders (run in child processes)
 def child_ours(paths: dict[str, str], method: str) -> dict[str, Any]:
+    from unlearnops.components.unlearn.job import TrainJob
     from unlearnops.components.unlearn.loop import train_local
 
     from unlearnops.types import UnlearnSpec
 
     spec = UnlearnSpec(method=method, params=spec_params(), compute={"torch_threads": THREADS})
-    job = {"spec": spec.model_dump(mode="json"), "scope_uri": paths["scope"], "model_uri": paths["model"],
-           "quiet": True}
-    _, meta = train_local(job, device="cpu")
+    job = TrainJob(spec=spec, scope_uri=paths["scope"], model_uri=paths["model"], quiet=True)
+    meta = train_local(job, device="cpu")
     step_s = sum(c["step_s"] for c in meta["curve"])
     return {"tokens": int(sum(c["tokens"] for c in meta["curve"])), "seconds": step_s,
             "one_off_cache_s": meta["compute_seconds"] - step_s, "peak_memory_mb": meta["peak_memory_mb"]}

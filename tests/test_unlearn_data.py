@@ -18,7 +18,7 @@ from unlearnops.components.unlearn.data import (
     prepare_data,
     split_batch,
 )
-from unlearnops.components.unlearn.loop import TrainConfig, lr_factor, total_steps
+from unlearnops.components.unlearn.job import TrainConfig, lr_factor, total_steps
 
 from unlearnops.textformat import IGNORE
 

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from unlearnops.components.unlearn.benchmark_models import unlearn_defaults
 from unlearnops.components.unlearn.data import DataError
+from unlearnops.components.unlearn.job import StepHook
 from unlearnops.components.unlearn.methods import METHODS, MethodError
 from unlearnops.components.unlearn.probes import answer_scores
 from unlearnops.components.unlearn.runner import UnlearnError, run_unlearning
@@ -164,11 +165,11 @@ def test_unusable_models_are_refused(mini, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- Ray Train (slow)
-def run_ray(mini: dict[str, Path], out: Path, workers: int = 2, hooks: dict | None = None,
+def run_ray(mini: dict[str, Path], out: Path, workers: int = 2, step_hooks: list[StepHook] | None = None,
             **train) -> dict:
     spec = UnlearnSpec(method="npo", params={"train": {**FAST, "batch_size": 8, **train}},
                        compute={"workers": workers}, seed=1)
-    run_unlearning(spec, str(mini["scope"]), str(mini["model"]), str(out), hooks=hooks)
+    run_unlearning(spec, str(mini["scope"]), str(mini["model"]), str(out), step_hooks=step_hooks)
     return json.loads((out / "training.json").read_text())
 
 
@@ -200,7 +201,8 @@ def test_ray_worker_killed_mid_run_resumes_from_checkpoint(mini, ray_plain, unle
     plain, _ = ray_plain
     marker = tmp_path / "killed"
     crashed = run_ray(mini, tmp_path / "crashed", steps=8, checkpoint_every=3,
-                      hooks={"kill_at_step": 5, "marker": str(marker), "rank": 1})
+                      step_hooks=[StepHook(call="unlearnops.components.unlearn.drills:kill_worker_once",
+                                           kwargs={"at_step": 5, "marker": str(marker), "on_rank": 1})])
     assert marker.exists(), "the worker was never killed"
     assert crashed["steps"] == 8
     assert same_weights(plain, tmp_path / "crashed", atol=1e-6)

@@ -178,14 +178,14 @@ def exact_accuracy(model: Any, tokenizer: Any, records: Sequence[Mapping[str, An
 def train_model(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]], train: Mapping[str, Any],
                 seed: int, threads: int = 1) -> dict[str, Any]:
     """Fine-tune in-process (world size 1) with the engine's loop and the ``finetune`` objective."""
+    from .job import Preloaded, TrainJob
     from .loop import train_local
 
     spec = UnlearnSpec(method="finetune", params={"train": dict(train)}, seed=seed,
                        compute={"torch_threads": threads})
-    job = {"spec": spec.model_dump(mode="json"), "model": model, "tokenizer": tokenizer,
-           "records": {"forget": list(records), "retain": []}, "quiet": True}
-    _, meta = train_local(job, device="cpu")
-    return meta
+    records_by_set = {"forget": [dict(r) for r in records], "retain": []}
+    return train_local(TrainJob(spec=spec, quiet=True), Preloaded(model, tokenizer, records_by_set),
+                       device="cpu")
 
 
 def fit(records: Sequence[Mapping[str, Any]], tokenizer: Any, preset: str, seed: int,

@@ -8,12 +8,14 @@ probability ``exp`` of that (the TOFU "probability" metric), averaged over the s
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from unlearnops.textformat import Encoded, collate, sequence_nll
+
+from .state import TrainState
 
 #: ``stop_when`` keys: forget prob at most x; retain prob at least y x base's; retain prob at least z;
 #: and no stop before this many steps.
@@ -83,3 +85,47 @@ def better(probe: Mapping[str, float], best: Mapping[str, float] | None, base: M
     if not retain_ok(probe, base, cond):
         return False
     return best is None or probe["forget_prob"] < best["forget_prob"]
+
+
+class Prober:
+    """Probes the forget and retain slices during training and decides when ``stop_when`` is met.
+
+    Every probe point goes to ``state.probes`` (the first one is the base model's); with a
+    ``stop_when``, the best point (:func:`better`) and its weights are kept in ``state.best`` /
+    ``state.best_state``, so a run that never meets the condition can still save its best step.
+    """
+
+    def __init__(self, forget: Sequence[Encoded], retain: Sequence[Encoded], pad_id: int, device: Any,
+                 batch_size: int, autocast: Any, stop_when: Mapping[str, float], every: int):
+        self.slices = (("forget", forget), ("retain", retain))
+        self.pad_id, self.device, self.batch_size, self.autocast = pad_id, device, batch_size, autocast
+        self.stop_when, self.every = dict(stop_when), every
+
+    def due(self, step: int, total: int) -> bool:
+        """Probe every ``probe_every`` steps and at the last step."""
+        return bool(self.every and step % self.every == 0) or step == total
+
+    def probe(self, model: Any, step: int) -> dict[str, float]:
+        score = {}
+        for name, examples in self.slices:
+            got = answer_scores(model, examples, self.pad_id, self.device, self.batch_size, self.autocast)
+            score[f"{name}_prob"], score[f"{name}_logprob"] = got["prob"], got["logprob"]
+        return {"step": float(step), **score}
+
+    def record(self, point: dict[str, float], state: TrainState,
+               weights: Callable[[], dict[str, torch.Tensor]]) -> bool:
+        """Record a probe point, keep the best weights; True when ``stop_when`` is met."""
+        state.probes.append(point)
+        if not self.stop_when:
+            return False
+        base = state.probes[0]
+        if better(point, state.best, base, self.stop_when):
+            state.best, state.best_state = point, weights()
+        return should_stop(point, base, self.stop_when, state.step)
+
+    def selected(self, state: TrainState) -> tuple[dict[str, torch.Tensor] | None, int]:
+        """The weights to save: the best probe point's when ``stop_when`` picked one, else the last."""
+        if self.stop_when and state.best is not None and not state.stopped_early \
+                and state.best_state is not None and state.best["step"] != state.step:
+            return state.best_state, int(state.best["step"])
+        return None, state.step

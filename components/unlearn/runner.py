@@ -32,7 +32,8 @@ from unlearnops.disposition import checkpoint_prefix
 from unlearnops.settings import get_settings, runtime_env
 from unlearnops.types import ModelRef, ScopeManifest, UnlearnResult, UnlearnSpec
 
-from .loop import RUN_FILE, TrainConfig, method_params, train_local, train_worker
+from .job import StepHook, TrainConfig, TrainJob, method_params
+from .loop import RUN_FILE, train_local, train_loop_per_worker
 from .methods import MethodError, get_method
 from .probes import check_stop_when
 
@@ -162,19 +163,19 @@ def storage_location(run_name: str) -> tuple[str, Any]:
     return f"{bucket}/{key}", filesystem
 
 
-def run_ray(job: dict[str, Any], spec: UnlearnSpec, cfg: TrainConfig, run_name: str, dest: Path) -> None:
+def run_ray(job: TrainJob, cfg: TrainConfig, run_name: str, dest: Path) -> None:
     """Fit a TorchTrainer on ``job``; copy worker 0's final checkpoint (model + run.json) to ``dest``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    compute = spec.compute
+    compute = job.spec.compute
     resources: dict[str, float] = {"CPU": compute.cpus_per_worker}
     if compute.use_gpu:
         resources["GPU"] = 1
     storage_path, filesystem = storage_location(run_name)
     trainer = TorchTrainer(
-        train_worker,
-        train_loop_config=job,
+        train_loop_per_worker,
+        train_loop_config=job.model_dump(mode="json"),
         torch_config=TorchConfig(backend="nccl" if compute.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=compute.workers, use_gpu=compute.use_gpu,
                                      resources_per_worker=resources),
@@ -227,7 +228,7 @@ def kept_why(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_unlearning(spec: UnlearnSpec, scope_uri: str, base_model_uri: str, out_uri: str, *,
                    stop_when: Mapping[str, Any] | None = None, local: bool = False,
-                   run_name: str | None = None, hooks: Mapping[str, Any] | None = None,
+                   run_name: str | None = None, step_hooks: list[StepHook] | None = None,
                    calibrate: bool = True) -> UnlearnResult:
     """Unlearn the scope's forget set from the base model; write model + training.json to ``out_uri``.
 
@@ -237,7 +238,7 @@ def run_unlearning(spec: UnlearnSpec, scope_uri: str, base_model_uri: str, out_u
     An expert ``stop_when`` (e.g. ``{"forget_prob_max": 0.05, "retain_prob_min_ratio": 0.9}``)
     replaces it; either stops at the first probe meeting it, otherwise the best probe point meeting
     its retain side is kept. training.json's ``stopping`` says which step was kept and why.
-    ``hooks`` is for tests (kill a worker once).
+    ``step_hooks`` run on every worker before each step (e.g. the resilience drills of :mod:`.drills`).
     """
     started = time.perf_counter()
     _, cfg, manifest = check_inputs(spec, scope_uri, stop_when)
@@ -251,17 +252,16 @@ def run_unlearning(spec: UnlearnSpec, scope_uri: str, base_model_uri: str, out_u
     stop_when = stopping.get("stop_when") or None
     # the prefix derives from out_uri: the run's disposition finds (and deletes) these checkpoints
     name = run_name or f"{checkpoint_prefix(out_uri)}{spec.method}-{uuid.uuid4().hex[:6]}"
-    job: dict[str, Any] = {"spec": spec.model_dump(mode="json"), "scope_uri": scope_uri,
-                           "model_uri": resolved_uri, "stop_when": dict(stop_when or {}),
-                           "hooks": dict(hooks or {})}
+    job = TrainJob(spec=spec, scope_uri=scope_uri, model_uri=resolved_uri, stop_when=dict(stop_when or {}),
+                   step_hooks=list(step_hooks or []))
     with tempfile.TemporaryDirectory(prefix="unlearnops-out-") as tmp:
         folder = Path(tmp) / "model"
         if local:
             folder.mkdir()
-            train_local({**job, "out_dir": str(folder)})
+            train_local(job.model_copy(update={"out_dir": str(folder)}))
         else:
             with ray_session(max(spec.compute.workers * spec.compute.cpus_per_worker, os.cpu_count() or 1)):
-                run_ray(job, spec, cfg, name, folder)
+                run_ray(job, cfg, name, folder)
         meta = storage.read_json(str(folder / RUN_FILE))
         (folder / RUN_FILE).unlink()
         parent = resolved.ref.model_copy(update={"alias": None}) if resolved.ref else None
