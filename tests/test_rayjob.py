@@ -160,6 +160,8 @@ def test_run_as_rayjob_end_to_end(tmp_path, monkeypatch: pytest.MonkeyPatch) -> 
     storage.write_json(storage.join(out_uri, "training.json"), {"method": "npo", "steps": 3})
     monkeypatch.setenv("UNLEARNOPS_K8S_NAMESPACE", "team-a")
     monkeypatch.delenv(rayjob.RUN_ID_ENV, raising=False)
+    monkeypatch.setenv("UNLEARNOPS_IMAGE", "registry.example/ml/unlearnops:7")
+    monkeypatch.delenv("UNLEARNOPS_TRAINER_IMAGE", raising=False)
     with K8sApiStub() as stub:
         training = rayjob.run_as_rayjob(scope_uri="s3://b/scope", model_uri="models:/m/1", method="npo",
                                         params={"beta": 0.1}, out_uri=out_uri, workers=2, use_gpu=True,
@@ -169,6 +171,7 @@ def test_run_as_rayjob_end_to_end(tmp_path, monkeypatch: pytest.MonkeyPatch) -> 
     assert created["metadata"]["name"] == rayjob.dns_name(RUN_ID)  # named after the run folder
     group = created["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert group["replicas"] == 2
+    assert group["template"]["spec"]["containers"][0]["image"] == "registry.example/ml/unlearnops-trainer:7"
     assert group["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     args = json.loads(created["spec"]["entrypoint"].split("--args-json ", 1)[1].strip("'"))
     assert args["params"] == {"beta": 0.1} and args["out_uri"] == out_uri and args["workers"] == 2

@@ -335,7 +335,7 @@ def run_as_rayjob(*, scope_uri: str, model_uri: str, method: str, params: dict[s
     ``run_id`` defaults to the KFP run id the pipeline puts in ``UNLEARNOPS_KFP_RUN_ID``, else the
     run folder of ``out_uri`` (``RUN_ROOT/RUN_ID/model``); ``namespace`` to the pod's namespace.
     """
-    from unlearnops.components import BASE_IMAGE
+    from unlearnops.components import BASE_IMAGE, trainer_image
 
     from unlearnops import storage
 
@@ -345,7 +345,9 @@ def run_as_rayjob(*, scope_uri: str, model_uri: str, method: str, params: dict[s
             "out_uri": out_uri, "workers": workers, "use_gpu": use_gpu, "seed": seed,
             "stop_when": stop_when or {}}
     labels = {"app.kubernetes.io/managed-by": "unlearnops", "unlearnops.io/kfp-run-id": dns_name(rid, "run")}
-    manifest = build_manifest(dns_name(rid), ns, image or os.environ.get("UNLEARNOPS_IMAGE", BASE_IMAGE),
+    # the Ray pods run the trainer image (CUDA torch), named beside the control image
+    default_image = trainer_image(os.environ.get("UNLEARNOPS_IMAGE", BASE_IMAGE))
+    manifest = build_manifest(dns_name(rid), ns, image or default_image,
                               entrypoint(args), RayJobResources.from_env(workers, use_gpu), labels=labels,
                               active_deadline_s=active_deadline_s, ttl_s=ttl_s)
     validate(manifest)
