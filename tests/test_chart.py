@@ -115,6 +115,14 @@ def test_post_install_job_schedules_the_batch(helm_render: Render) -> None:
     assert image.startswith("registry.example.com/ml/unlearnops@sha256:") and f"--image={image}" in args
 
 
+def test_network_policy_egress(helm_render: Render) -> None:
+    default = _by_kind(helm_render())["NetworkPolicy"][0]["spec"]
+    assert all("ipBlock" not in peer for rule in default["egress"] for peer in rule.get("to", []))
+    full = _by_kind(helm_render(FULL))["NetworkPolicy"][0]["spec"]
+    assert {"ipBlock": {"cidr": "0.0.0.0/0"}} in full["egress"][-1]["to"]
+    assert full["egress"][-1]["ports"] == [{"port": 443, "protocol": "TCP"}]
+
+
 def test_raycluster_gpu_workers_tolerate_the_pool(helm_render: Render) -> None:
     ray = _by_kind(helm_render(FULL))["RayCluster"][0]
     worker = ray["spec"]["workerGroupSpecs"][0]["template"]["spec"]
@@ -131,7 +139,7 @@ def test_crd_typo_is_caught(helm_render: Render) -> None:
 @pytest.mark.parametrize("bad", [
     "api.replicas=-1", "rbac.pipelineRunnerServiceAccount=Bad_Name", "settings.gatePolicy=yolo",
     "settings.storageRoot=/local/path", "image.digest=sha256:short", "unknownKey=1", "api.typo=1",
-    "pipelines.cron=every-night",
+    "pipelines.cron=every-night", "networkPolicy.egressCidrs={everywhere}",
 ])
 def test_bad_values_rejected(helm_bin: Path, bad: str) -> None:
     done = run_helm(helm_bin, "template", "rel", str(CHART), "--set", bad)
