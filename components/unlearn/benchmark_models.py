@@ -19,6 +19,7 @@ memorise the corpus in reasonable time, so it trains a fixed budget (``epochs``)
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -66,7 +67,7 @@ UNLEARN_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "rmu": {"train": {"steps": 40, "lr": 1e-3}},
         # measured in-process on tiny (forget prob / base, retain prob / base): undial 0.18/0.98 and
         # ce_u 0.001/0.997 with a retain term (their papers' forget-only defaults drop retain to
-        # 0.5 and 0.0), wga 0.0/0.998, satimp 0.006/1.0, pdu 0.0/0.98
+        # 0.5 and 0.0), wga 0.0/0.998, satimp 0.006/1.0, pdu 0.0/0.98, altpo 0.03/0.99
         "undial": {"alpha": 1.0, "train": {"steps": 40, "lr": 1e-3}},
         "wga": {"train": {"steps": 40, "lr": 1e-3}},
         "satimp": {"train": {"steps": 40, "lr": 1e-3}},
@@ -184,7 +185,8 @@ def train_model(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]]
     spec = UnlearnSpec(method="finetune", params={"train": dict(train)}, seed=seed,
                        compute={"torch_threads": threads})
     records_by_set = {"forget": [dict(r) for r in records], "retain": []}
-    return train_local(TrainJob(spec=spec, quiet=True), Preloaded(model, tokenizer, records_by_set),
+    quiet = not sys.stderr.isatty()  # a progress bar (steps, loss) on a terminal only
+    return train_local(TrainJob(spec=spec, quiet=quiet), Preloaded(model, tokenizer, records_by_set),
                        device="cpu")
 
 

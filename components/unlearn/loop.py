@@ -149,7 +149,8 @@ class Trainer:
         self.data: TrainData = prepare_data(
             records, self.tokenizer, views=self.method.views, needs_retain=self.method.uses_retain,
             max_length=context_length(model.config), probe_size=self.cfg.probe_size,
-            probe_holdout_forget=self.cfg.probe_holdout_forget, seed=self.spec.seed)
+            probe_holdout_forget=self.cfg.probe_holdout_forget, seed=self.spec.seed,
+            alternate=self.method.alternate_view(self.ref, self.tokenizer, self.spec.seed))
         self.model = select_weights(model, self.spec, self.method)
         self._place()
         world, accum = ctx.world_size, self.cfg.grad_accum
@@ -331,7 +332,8 @@ class Trainer:
                 tick = time.perf_counter()
                 state.curve.append(self.train_step(caches))
                 state.compute_seconds += time.perf_counter() - tick
-                bar.update(task, completed=state.step)
+                bar.update(task, completed=state.step,
+                           description=f"{self.spec.method} loss {state.curve[-1].get('loss', 0.0):.4f}")
                 if self.prober.due(state.step, self.total):
                     state.stopped_early = self._probe() and state.step < self.total
                 ck = self.cfg.checkpoint_every

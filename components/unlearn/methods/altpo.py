@@ -4,8 +4,11 @@ base model itself generates (Mekala, Dorna, Dubey, Lalwani, Koleczek, Rungta, Ha
 Models", COLING 2025, arXiv:2409.13474; open-unlearning's AltPO community recipe).
 
 Before training, every forget question gets an alternate answer ``ỹ`` sampled from the base
-model (:func:`alternate_answers`; a sample that contains the true answer is rejected, and a
-question whose every sample does falls back to a refusal). With log-ratios to the frozen base
+model (:func:`alternate_answers`): a sample that contains the true answer is rejected; when every
+sample at the given temperature does, a second round samples 1.5× hotter (a model that has
+memorised the fact rarely says anything else at T = 1: on the tiny benchmark 29 of 32 forget
+questions had no alternative among 4 samples at T = 1, 6 of 32 after the hotter round), and a
+question still without one falls back to a refusal. With log-ratios to the frozen base
 model over answer tokens:
 
     Δ_alt = log π_θ(ỹ|x) − log π_ref(ỹ|x),   Δ_orig = log π_θ(y|x) − log π_ref(y|x)
@@ -72,15 +75,18 @@ def alternate_answers(model: Any, tokenizer: Any, records: Sequence[Mapping[str,
         qa = as_question(record, index)
         prompt, truth = prompt_and_target(qa)
         ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed * 1_000_003 + index)
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                 temperature=temperature, top_k=0, max_new_tokens=max_new_tokens,
-                                 num_return_sequences=tries, pad_token_id=pad, eos_token_id=eos)
-        texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
-        truth_n = _norm(truth)
-        alt = next((t.strip() for t in texts
-                    if _norm(t) and (not truth_n or truth_n not in _norm(t))), None)
+        truth_n, alt = _norm(truth), None
+        for round_no, temp in enumerate((temperature, 1.5 * temperature)):
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed((seed * 1_000_003 + index) * 2 + round_no)
+                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                     temperature=temp, top_k=0, max_new_tokens=max_new_tokens,
+                                     num_return_sequences=tries, pad_token_id=pad, eos_token_id=eos)
+            texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+            alt = next((t.strip() for t in texts
+                        if _norm(t) and (not truth_n or truth_n not in _norm(t))), None)
+            if alt:
+                break
         out.append({**qa, "answer": alt} if alt else idk_record(qa, index))
     return out
 
