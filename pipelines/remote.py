@@ -69,6 +69,14 @@ def _filter(name: str) -> str:
     return json.dumps({"predicates": [{"operation": 1, "key": "display_name", "stringValue": name}]})
 
 
+def _delete_recurring_runs(kfp_client: Any, experiment_id: str, name: str, namespace: str | None) -> None:
+    """Delete the recurring runs named ``name`` in the experiment (the one being replaced)."""
+    found = kfp_client.list_recurring_runs(experiment_id=experiment_id, namespace=namespace,
+                                           filter=_filter(name), page_size=100).recurring_runs or []
+    for rec in found:
+        kfp_client.delete_recurring_run(rec.recurring_run_id)
+
+
 def version_name(pipeline: str, text: str) -> str:
     """A content-addressed version name: same YAML → same version (uploads are idempotent)."""
     return f"{DISPLAY_NAMES[pipeline]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
@@ -112,12 +120,17 @@ def schedule(host: str, params: dict[str, Any], *, cron: str = "0 0 2 * * *",
              options: CompileOptions | None = None, experiment: str = DEFAULT_EXPERIMENT,
              name: str = "compliance-batch-nightly", token: str | None = None,
              namespace: str | None = None, service_account: str | None = None) -> Submitted:
-    """A recurring run of ``compliance_batch`` (6-field cron, one at a time, no catch-up)."""
+    """A recurring run of ``compliance_batch`` (6-field cron, one at a time, no catch-up).
+
+    Create or update: a recurring run of the same ``name`` in the experiment is replaced (KFP has
+    no update call), so re-running it (the chart's post-upgrade Job) never leaves two schedules.
+    """
     if len(cron.split()) != 6:
         raise RemoteError(f"cron {cron!r} must have 6 fields (seconds first), e.g. '0 0 2 * * *'")
     kfp_client = client(host, token, namespace)
     up = upload(kfp_client, "compliance_batch", compile_text("compliance_batch", options))
     exp = kfp_client.create_experiment(experiment, namespace=namespace)
+    _delete_recurring_runs(kfp_client, exp.experiment_id, name, namespace)
     rec = kfp_client.create_recurring_run(
         exp.experiment_id, name, description="unlearn pending forget requests (unlearnops)",
         cron_expression=cron, max_concurrency=1, no_catchup=True, params=params,

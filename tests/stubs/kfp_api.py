@@ -8,7 +8,8 @@ that is not 6 fields, ``max_concurrency`` outside 1..10. Every request is record
 
 Endpoints (paths of kfp_server_api 2.17): GET healthz; GET/POST pipelines, POST pipelines/upload,
 POST pipelines/upload_version, GET pipelines/{id}/versions; GET/POST experiments; POST runs,
-GET runs/{id}; POST recurringruns, GET recurringruns/{id}.
+GET runs/{id}; POST recurringruns, GET recurringruns/{id}, GET recurringruns (list by display
+name and experiment), DELETE recurringruns/{id}.
 """
 
 from __future__ import annotations
@@ -158,6 +159,15 @@ class KfpApiStub(StubServer):
             if parts[1] not in st.recurring_runs:
                 raise ApiError(404, f"recurring run {parts[1]} not found")
             return 200, st.recurring_runs[parts[1]]
+        if key == ("GET", "recurringruns", 1):
+            name, exp = _display_filter(query), query.get("experiment_id", [None])[0]
+            found = [r for r in st.recurring_runs.values() if (name is None or r["display_name"] == name)
+                     and (exp is None or r.get("experiment_id") == exp)]
+            return 200, ({"recurringRuns": found, "total_size": len(found)} if found else {})
+        if key == ("DELETE", "recurringruns", 2):
+            if st.recurring_runs.pop(parts[1], None) is None:
+                raise ApiError(404, f"recurring run {parts[1]} not found")
+            return 200, {}
         raise ApiError(404, f"no route {method} {'/'.join(parts)}")
 
     # ------------------------------------------------------------------ handlers
