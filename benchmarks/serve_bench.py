@@ -2,10 +2,11 @@
 
 For each model size (``tiny``: hidden 16 / 2 layers; ``small``: random-init Llama hidden 512 /
 8 layers) one version is registered in an embedded (sqlite) registry and served by both servers,
-each in its own process with one torch thread. A concurrent client (``CONCURRENCY`` threads)
-sends the same MLflow-format ``/invocations`` body to each, in alternating rounds; we report
-p50/p95 latency and requests/s (median over rounds). Target: >= 1.0x mlflow's throughput at
-<= its p95.
+each in its own process with one torch thread. Ours runs with batching off (``--max-batch 1``) and
+its request limits on (body size, prompts, context, queued tokens, deadline). A concurrent client
+(``CONCURRENCY`` threads) sends MLflow-format ``/invocations`` bodies of mixed prompt lengths
+(:data:`PROMPT_WORDS`, cycled) to each, in alternating rounds; we report p50/p95 latency and
+requests/s (median over rounds). Target: >= 1.0x mlflow's throughput at <= its p95.
 
 Promotion: while two clients stream completions at our server, ``promote`` (then ``rollback``)
 moves the champion; we time from the call's return until ``/version`` reports the new version,
@@ -36,6 +37,9 @@ ROUNDS = 3
 MAX_NEW_TOKENS = 8
 PROMOTIONS = 2
 BODY = {"inputs": ["Question: who is the cat\nAnswer:"], "params": {"max_new_tokens": MAX_NEW_TOKENS}}
+PROMPT_WORDS = (6, 24, 60, 120)  # mixed prompt lengths (words; the tiny tokenizer is word-level)
+BODIES = [{"inputs": [f"Question: {' '.join(['who is the cat'] * (n // 4))}\nAnswer:"],
+           "params": {"max_new_tokens": MAX_NEW_TOKENS}} for n in PROMPT_WORDS]
 
 
 def _free_port() -> int:
@@ -81,17 +85,17 @@ def load_test(url: str, total: int, concurrency: int = CONCURRENCY) -> dict[str,
     lock = threading.Lock()
     per = total // concurrency
 
-    def worker() -> None:
+    def worker(offset: int) -> None:
         with httpx.Client(timeout=120) as http:
-            for _ in range(per):
+            for i in range(per):
                 t0 = time.perf_counter()
-                ok = http.post(url, json=BODY).status_code == 200
+                ok = http.post(url, json=BODIES[(i + offset) % len(BODIES)]).status_code == 200
                 dt = time.perf_counter() - t0
                 with lock:
                     latencies.append(dt)
                     failures[0] += 0 if ok else 1
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -158,7 +162,7 @@ def bench_size(size: str, root: Path, env: dict[str, str]) -> dict[str, Any]:
     ours_port, peer_port = _free_port(), _free_port()
     bin_dir = Path(sys.executable).parent
     ours = _start([str(bin_dir / "unlearnops"), "serve", name, "--port", str(ours_port), "--threads", "1",
-                   "--poll-seconds", "0.2"], env, root / f"ours-{size}.log",
+                   "--poll-seconds", "0.2", "--max-batch", "1"], env, root / f"ours-{size}.log",
                   f"http://127.0.0.1:{ours_port}/invocations")
     peer = None
     try:
@@ -215,14 +219,17 @@ def run() -> dict[str, Any]:
             os.environ.update(saved)
             get_settings.cache_clear()
     return {"sizes": sizes, "concurrency": CONCURRENCY, "rounds": ROUNDS, "max_new_tokens": MAX_NEW_TOKENS,
+            "prompt_words": list(PROMPT_WORDS), "batching": "off (--max-batch 1), limits on",
             "target": ">= 1.0x mlflow models serve throughput at <= its p95; "
                       "0 failed requests during promotion"}
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
     lines = ["## serve — `unlearnops serve` vs `mlflow models serve --env-manager local`\n",
-             f"Concurrency {result['concurrency']}, greedy {result['max_new_tokens']} new tokens, one torch "
-             f"thread per server, median of {result['rounds']} rounds. Target: {result['target']}.\n",
+             f"Concurrency {result['concurrency']}, greedy {result['max_new_tokens']} new tokens, prompts of "
+             f"{result.get('prompt_words', '?')} words cycled, ours with batching "
+             f"{result.get('batching', 'on')}, one torch thread per server, median of {result['rounds']} "
+             f"rounds. Target: {result['target']}.\n",
              "| model | ours p50 ms | ours p95 ms | ours req/s | mlflow p50 ms | mlflow p95 ms "
              "| mlflow req/s | throughput ratio | promote→new version s (median/max) "
              "| failed requests during switches |",

@@ -80,6 +80,25 @@ def test_generation_stops_when_asked(tiny_model_factory, tmp_path: Path) -> None
     assert len(stopped.split()) <= 1 < len(full.split()) or full == stopped == ""
 
 
+def test_batching_off_queue_cap_and_close(tiny_model_factory, tmp_path: Path) -> None:
+    from unlearnops import modelio
+
+    path = tiny_model_factory(tmp_path / "m", 0)
+    tok, model = modelio.load_tokenizer(path), modelio.load_model(path)
+    tok.padding_side = "left"
+    holder = serving.ModelHolder()
+    holder.swap(serving.Served("m", "1", model=model, tokenizer=tok))
+    batcher = serving.Batcher(holder, max_batch=1, max_queued_tokens=10)
+    assert batcher.submit(["who is the cat"], 4, tokens=8)[0] == \
+        serving.generate_texts(model, tok, ["who is the cat"], 4)
+    with pytest.raises(serving.Overloaded):
+        batcher.submit(["who"], 4, tokens=11)
+    assert batcher.queued_tokens == 0
+    batcher.close()
+    with pytest.raises(serving.NotReady, match="shutting down"):
+        batcher.submit(["who"], 4, tokens=1)
+
+
 def test_regression_health_masks_tracking_password(unlearnops_home: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Unauthenticated /health showed the tracking URI with its password."""
@@ -117,8 +136,8 @@ def test_regression_bad_input_is_4xx(served: Any) -> None:
         ok = post("/invocations", json={"inputs": {"question": QUESTION}, "params": {"max_new_tokens": 6}})
         assert ok.status_code == 200 and ok.json() == {"predictions": [answers["1"]]}
         expected = {
-            "deep JSON (invocations)": (post("/invocations", content=deep_json(100_000)), 400),
-            "deep JSON (completions)": (post("/v1/completions", content=deep_json(100_000),
+            "deep JSON (invocations)": (post("/invocations", content=deep_json(30_000)), 400),
+            "deep JSON (completions)": (post("/v1/completions", content=deep_json(30_000),
                                              headers={"content-type": "application/json"}), (400, 422)),
             "empty inputs": (post("/invocations", json={"inputs": {}}), 400),
             "infinite max_new_tokens": (post("/invocations", content=b'{"inputs":["a"],"params":'

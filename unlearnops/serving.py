@@ -391,8 +391,9 @@ class Batcher:
     One worker thread takes the first waiting request and every other one already queued (up to
     ``max_batch`` prompts, grouped by ``max_new_tokens``), runs one left-padded ``generate`` under one
     :meth:`ModelHolder.acquire` (so a batch never mixes versions) and hands each request its rows.
-    ``max_batch=1`` turns batching off. At most ``max_queued_tokens`` tokens wait (else
-    :class:`Overloaded`); a batch stops generating at ``deadline_s`` or on :meth:`close`.
+    ``max_batch=1`` turns batching off (each request generates in its own thread). At most
+    ``max_queued_tokens`` tokens wait (else :class:`Overloaded`); a batch stops generating at
+    ``deadline_s`` or on :meth:`close`.
     """
 
     def __init__(self, holder: ModelHolder, max_batch: int = 16, max_queued_tokens: int = 1 << 30,
@@ -416,6 +417,13 @@ class Batcher:
                 raise Overloaded(f"{self.queued_tokens} tokens already queued "
                                  f"(limit {self.max_queued_tokens}); retry later")
             self.queued_tokens += tokens
+        if self.max_batch == 1:  # batching off: generate in the caller's thread (requests run side by side)
+            try:
+                self._run_group([job], max_new_tokens)
+            finally:
+                with self._lock:
+                    self.queued_tokens -= tokens
+            return self._result(job)
         self._queue.put(job)
         try:
             if not job.done.wait(self.deadline_s * 2 + 5):
@@ -424,6 +432,10 @@ class Batcher:
         finally:
             with self._lock:
                 self.queued_tokens -= tokens
+        return self._result(job)
+
+    @staticmethod
+    def _result(job: _Job) -> tuple[list[str], Served]:
         if job.error is not None:
             raise job.error
         assert job.texts is not None and job.served is not None
