@@ -51,11 +51,11 @@ class CompileOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image: str = Field(BASE_IMAGE, description="container image of every task")
-    gpu: bool = Field(True, description="the unlearn task asks for an accelerator")
+    gpu: bool = Field(True, description="the RayJob's workers ask for accelerators (never the launcher task)")
     accelerator_type: str = "nvidia.com/gpu"
-    accelerator_limit: int = Field(1, ge=1)
-    unlearn_cpu: str = "4"
-    unlearn_memory: str = "16G"
+    accelerator_limit: int = Field(1, ge=1, description="accelerators per Ray worker")
+    unlearn_cpu: str = Field("1", description="CPU limit of the unlearn task (it only launches a RayJob)")
+    unlearn_memory: str = Field("2G", description="memory limit of the unlearn task")
     tolerations: list[Toleration] = Field(default_factory=lambda: [
         Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")])
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -84,19 +84,14 @@ def with_credentials(task: dsl.PipelineTask, options: CompileOptions) -> dsl.Pip
 
 
 def configure_unlearn(task: dsl.PipelineTask, options: CompileOptions) -> dsl.PipelineTask:
-    """GPU, resources, scheduling and the pod facts the RayJob launcher needs (run id, namespace)."""
+    """The RayJob launcher: small resources, and what its Ray workers get (GPUs, tolerations, node
+    selector, secrets) passed on as env; the launcher pod itself requests no accelerator and
+    schedules anywhere, so no GPU sits idle while the RayJob trains."""
     side_effect(task, options)
     task.set_display_name("unlearn")
     if not options.kubernetes:
         return task
     task.set_cpu_limit(options.unlearn_cpu).set_memory_limit(options.unlearn_memory)
-    if options.gpu:
-        task.set_accelerator_type(options.accelerator_type).set_accelerator_limit(options.accelerator_limit)
-    for tol in options.tolerations:
-        kubernetes.add_toleration(task, key=tol.key, operator=tol.operator, value=tol.value,
-                                  effect=tol.effect)
-    for key, value in sorted(options.node_selector.items()):
-        kubernetes.add_node_selector(task, label_key=key, label_value=value)
     # what the RayJob launcher (components/unlearn/rayjob.py) passes on to the Ray pods
     task.set_env_variable("UNLEARNOPS_RAYJOB_SECRETS",
                           json.dumps([s.model_dump() for s in options.secrets], sort_keys=True))
@@ -104,7 +99,8 @@ def configure_unlearn(task: dsl.PipelineTask, options: CompileOptions) -> dsl.Pi
                           json.dumps([t.model_dump(exclude_none=True) for t in options.tolerations]))
     task.set_env_variable("UNLEARNOPS_RAYJOB_NODE_SELECTOR",
                           json.dumps(options.node_selector, sort_keys=True))
-    task.set_env_variable("UNLEARNOPS_RAYJOB_GPUS_PER_WORKER", str(options.accelerator_limit))
+    gpus = options.accelerator_limit if options.gpu else 0  # per Ray worker, not for this pod
+    task.set_env_variable("UNLEARNOPS_RAYJOB_GPUS_PER_WORKER", str(gpus))
     kubernetes.use_field_path_as_env(task, "UNLEARNOPS_KFP_RUN_ID", "metadata.labels['pipeline/runid']")
     kubernetes.use_field_path_as_env(task, "UNLEARNOPS_K8S_NAMESPACE", "metadata.namespace")
     kubernetes.use_field_path_as_env(task, "UNLEARNOPS_POD_NAME", "metadata.name")

@@ -6,6 +6,7 @@ with ``unlearnops compile`` (writes pipelines/compiled/*.yaml) and review the di
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -71,11 +72,16 @@ def test_side_effects_not_cached(compiled: dict[str, str], name: str) -> None:
 def test_platform_spec_gpu_tolerations_secrets(compiled: dict[str, str]) -> None:
     spec, platform = _docs(compiled["unlearn_on_request"])
     unlearn = spec["deploymentSpec"]["executors"]["exec-unlearn-op"]["container"]
-    accel = unlearn["resources"]["accelerator"]
-    assert accel["resourceType"] == "nvidia.com/gpu" and accel["resourceCount"] == "1"
+    # the task only launches a RayJob: no accelerator, no GPU-pool toleration on its pod ...
+    assert "accelerator" not in unlearn["resources"] and unlearn["resources"]["cpuLimit"] == 1.0
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     k8s = executors["exec-unlearn-op"]
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
+    assert "tolerations" not in k8s and "nodeSelector" not in k8s
+    # ... its Ray workers get them
+    env = {e["name"]: e["value"] for e in unlearn["env"]}
+    assert env["UNLEARNOPS_RAYJOB_GPUS_PER_WORKER"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in json.loads(
+        env["UNLEARNOPS_RAYJOB_TOLERATIONS"])
     assert {f["name"] for f in k8s["fieldPathAsEnv"]} >= {"UNLEARNOPS_KFP_RUN_ID", "UNLEARNOPS_K8S_NAMESPACE"}
     for exe in spec["deploymentSpec"]["executors"]:  # every task gets the credentials as secret env
         secrets = {s["secretName"] for s in executors[exe]["secretAsEnv"]}
@@ -98,9 +104,12 @@ def test_compile_options_change_the_spec() -> None:
     assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-unlearn-op"]["container"].get(
         "resources", {})
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-unlearn-op"]
-    assert k8s["nodeSelector"]["labels"] == {"pool": "cpu"}
-    assert k8s["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml",
-                                   "effect": "NoSchedule"}]
+    container = spec["deploymentSpec"]["executors"]["exec-unlearn-op"]["container"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert json.loads(env["UNLEARNOPS_RAYJOB_NODE_SELECTOR"]) == {"pool": "cpu"}  # for the Ray pods
+    assert json.loads(env["UNLEARNOPS_RAYJOB_TOLERATIONS"]) == [{"key": "dedicated", "operator": "Equal",
+                                                                  "value": "ml", "effect": "NoSchedule"}]
+    assert env["UNLEARNOPS_RAYJOB_GPUS_PER_WORKER"] == "0"
     assert [s["secretName"] for s in k8s["secretAsEnv"]] == ["my-s3"]
 
 
