@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import typer
@@ -59,6 +60,8 @@ def unlearn_cmd(
                                    help="stop at the holdout level (default) or run the configured steps"),
     seed: int = typer.Option(0, "--seed"),
     local: bool = typer.Option(False, "--local", help="run in this process (world size 1, no Ray)"),
+    verbose: bool = typer.Option(False, "--verbose", help="show Ray's own logs and worker output "
+                                                          "(default: kept in Ray's log files)"),
 ) -> None:
     """Unlearn a DataScope's forget set from a model (Ray Train); prints the UnlearnResult as JSON."""
     from pydantic import ValidationError
@@ -82,6 +85,8 @@ def unlearn_cmd(
         raise fail(f"{err}") from None
     if method not in METHODS:
         raise fail(f"unknown method {method!r}; valid methods: {', '.join(sorted(METHODS))}")
+    if verbose:
+        os.environ["UNLEARNOPS_VERBOSE"] = "1"
     try:
         result = run_unlearning(spec, scope, model, out, stop_when=conditions, local=local,
                                 calibrate=calibrate)

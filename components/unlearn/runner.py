@@ -114,33 +114,63 @@ def worker_env() -> dict[str, str]:
     return {**runtime_env(), **_passthrough_env()}
 
 
+def verbose() -> bool:
+    """``--verbose`` (``UNLEARNOPS_VERBOSE=1``): Ray's own logs and worker output on the terminal."""
+    return os.environ.get("UNLEARNOPS_VERBOSE", "") in ("1", "true", "yes")
+
+
+class RayRunError(RuntimeError):
+    """A Ray run failed; the message is the root error in one line and where Ray's logs are."""
+
+
+def _one_line(err: BaseException) -> str:
+    """The root error of a (multi-line, worker-traceback) Ray failure, on one line."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.startswith(" ")]
+    return (lines[-1] if lines else type(err).__name__)[:400]
+
+
 @contextlib.contextmanager
 def ray_session(num_cpus: int | None = None) -> Iterator[str]:
-    """Use a running / configured Ray, or start a local one for the duration and shut it down after."""
+    """Use a running / configured Ray, or start a local one for the duration and shut it down after.
+
+    Unless :func:`verbose`, Ray's logs and worker output stay in Ray's log files (not the terminal);
+    a failure is raised once as :class:`RayRunError` (one line + the log folder, which is kept).
+    """
+    import logging
+
     import ray
 
+    quiet = {"log_to_driver": verbose(), "logging_level": logging.INFO if verbose() else logging.ERROR}
     if ray.is_initialized():
         yield "attached"
         return
     address = get_settings().ray_address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"env_vars": worker_env()}, log_to_driver=True)
+        ray.init(address=address, runtime_env={"env_vars": worker_env()}, **quiet)
         try:
             yield address
+        except Exception as err:
+            raise RayRunError(f"{_one_line(err)} (worker logs: the Ray cluster at {address}, "
+                              "/tmp/ray/session_latest/logs on its nodes)") from err
         finally:
             ray.shutdown()
         return
     temp = tempfile.mkdtemp(prefix="uo-ray-", dir="/tmp")
+    failed = False
     try:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=True,
                  dashboard_host="127.0.0.1", dashboard_port=_free_port(), _temp_dir=temp,
-                 runtime_env={"env_vars": worker_env()}, log_to_driver=True)
+                 runtime_env={"env_vars": worker_env()}, **quiet)
         try:
             yield "local"
+        except Exception as err:
+            failed = True
+            raise RayRunError(f"{_one_line(err)} (Ray logs: {temp}/session_latest/logs)") from err
         finally:
             ray.shutdown()
     finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        if not failed:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def storage_location(run_name: str) -> tuple[str, Any]:
