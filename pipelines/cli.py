@@ -16,24 +16,33 @@ from rich.console import Console
 from rich.table import Table
 
 from unlearnops.cli import EXIT_ERROR, app, fail
+from unlearnops.cli.params import absolute_uri, parse_assignments
+
+from .run_request import RunRequest
 
 console = Console(stderr=True)
 DEFAULT_MODEL = "unlearnops-model"
 
 
 # ---------------------------------------------------------------- shared option parsing
-def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``k=v`` pairs → dict; values parse as JSON when they can (``lr=3e-4`` → float)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise fail(f"--param {item!r}: expected KEY=VALUE, e.g. --param beta=0.1")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+def run_request(request: list[str] | None, corpus: str, model_name: str, method: str,
+                param: list[str] | None, policy: Path | None, workers: int, use_gpu: bool,
+                reference: str, run_root: str, target: str) -> RunRequest:
+    """The run the options ask for, validated (method, parameters, policy) before anything starts."""
+    from pydantic import ValidationError
+
+    try:
+        return RunRequest(
+            request_ids=list(request or []), corpus_uri=absolute_uri(corpus), model_name=model_name,
+            method=method, method_params=parse_assignments(param), policy_yaml=read_policy(policy),
+            workers=workers, use_gpu=use_gpu, reference_uri=absolute_uri(reference) if reference else "",
+            run_root=absolute_uri(run_root) if run_root else "", promote_target=target)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'run'}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+        raise fail(f"invalid run: {problems}") from None
+    except ValueError as err:
+        raise fail(str(err)) from None
 
 
 def read_policy(path: Path | None) -> str:
@@ -129,7 +138,8 @@ def run_cmd(
     corpus: str | None = typer.Option(None, help="corpus URI (default: STORAGE_ROOT/corpus)"),
     model_name: str = typer.Option(DEFAULT_MODEL, help="registered model whose champion is unlearned"),
     method: str = typer.Option("npo", help="unlearning method"),
-    param: list[str] | None = typer.Option(None, "--param", "-p", help="method parameter KEY=VALUE"),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="method parameter KEY=VALUE; "
+                                           "train.* for the optimiser (e.g. -p train.steps=50)"),
     policy: Path | None = typer.Option(None, help="gate policy YAML file (default: the built-in policy)"),
     workers: int = typer.Option(1, min=1, help="Ray Train workers"),
     use_gpu: bool = typer.Option(False, "--gpu/--no-gpu", help="train on GPUs"),
@@ -148,6 +158,9 @@ def run_cmd(
     from .local_runner import run_local
 
     corpus_uri = corpus or storage.join(get_settings().storage_root_uri, "corpus")
+    run = run_request(request, corpus_uri, model_name, method, param, policy, workers, use_gpu, reference,
+                      "", target)
+    corpus_uri = run.corpus_uri
     if not storage.list_files(corpus_uri, suffixes=(".jsonl", ".parquet")):
         raise fail(f"no corpus at {corpus_uri}; pass --corpus URI (e.g. the output of "
                    "`unlearnops benchmark generate`)")
@@ -160,22 +173,18 @@ def run_cmd(
             if status not in RUNNABLE | {RequestStatus.completed}:
                 raise fail(f"request {rid} is {status.value!r}: only approved requests run; verify and "
                            f"approve it first (`unlearnops request verify|approve {rid}`)")
-    params = parse_params(param)
-    policy_yaml = read_policy(policy)
     console.print(f"[bold]unlearn_on_request[/] {', '.join(request)} · {method} · model {model_name}")
     try:
-        run = run_local(list(request), corpus_uri=corpus_uri, model_name=model_name, method=method,
-                        method_params=params, policy_yaml=policy_yaml, workers=workers, use_gpu=use_gpu,
-                        reference_uri=reference, promote_target=target, verbose=verbose)
+        result = run_local(run, verbose=verbose)
     except Exception as err:  # noqa: BLE001 - any crash of the runner itself is an error exit
         raise fail(f"local run failed: {err}", EXIT_ERROR) from err
-    if run.report is not None:
-        console.print(gate_table(run.report))
-    console.print(steps_table(run))
-    style = {0: "green", 3: "yellow"}.get(run.exit_code, "red")
-    console.print(f"[bold {style}]{run.outcome}[/]: {run.message}")
-    console.print(f"outputs: {run.run_root}  ·  log: {run.log_file}")
-    raise typer.Exit(run.exit_code)
+    if result.report is not None:
+        console.print(gate_table(result.report))
+    console.print(steps_table(result))
+    style = {0: "green", 3: "yellow"}.get(result.exit_code, "red")
+    console.print(f"[bold {style}]{result.outcome}[/]: {result.message}")
+    console.print(f"outputs: {result.run_root}  ·  log: {result.log_file}")
+    raise typer.Exit(result.exit_code)
 
 
 @app.command("compile")
@@ -194,14 +203,6 @@ def compile_cmd(
     opts = compile_options(options, image, gpu, node_selector, toleration)
     for file in compile_all(out or COMPILED_DIR, opts):
         typer.echo(str(file))
-
-
-def _pipeline_params(corpus: str, model_name: str, method: str, param: list[str] | None,
-                     policy: Path | None, workers: int, use_gpu: bool, reference: str, run_root: str,
-                     target: str) -> dict[str, Any]:
-    return {"corpus_uri": corpus, "model_name": model_name, "method": method,
-            "method_params": parse_params(param), "policy_yaml": read_policy(policy), "workers": workers,
-            "use_gpu": use_gpu, "reference_uri": reference, "run_root": run_root, "promote_target": target}
 
 
 @app.command("submit")
@@ -226,8 +227,8 @@ def submit_cmd(
     """Upload the pipeline as a new version and start a run on a Kubeflow Pipelines cluster."""
     from .remote import RemoteError, submit
 
-    params = {"request_ids": list(request), **_pipeline_params(
-        corpus, model_name, method, param, policy, workers, use_gpu, reference, run_root, target)}
+    params = run_request(request, corpus, model_name, method, param, policy, workers, use_gpu, reference,
+                         run_root, target).arguments()
     try:
         out = submit(host, params, options=compile_options(options, image, None, None, None),
                      experiment=experiment, token=token)
@@ -259,8 +260,8 @@ def schedule_cmd(
     """Create a recurring run of compliance_batch (one at a time, no catch-up)."""
     from .remote import RemoteError, schedule
 
-    params = _pipeline_params(corpus, model_name, method, param, policy, workers, use_gpu, reference,
-                              run_root, target)
+    params = run_request(None, corpus, model_name, method, param, policy, workers, use_gpu, reference,
+                         run_root, target).arguments(batch=True)
     try:
         out = schedule(host, params, cron=cron, options=compile_options(options, image, None, None, None),
                        experiment=experiment, name=name, token=token)

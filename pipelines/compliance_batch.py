@@ -12,6 +12,7 @@ from kfp import dsl
 from unlearnops.components.ledger.component import pending_requests_op
 
 from .options import CompileOptions, with_credentials
+from .run_request import RunChannels
 from .unlearn_on_request import add_unlearn_graph, exit_handler
 
 PIPELINE_NAME = "compliance-batch"
@@ -37,16 +38,13 @@ def build(options: CompileOptions | None = None) -> Any:
         run_root: str = "",
         promote_target: str = "local",
     ) -> None:
+        params = dict(locals())  # the parameters above: RunRequest's fields, and the cutoff
         with exit_handler(opts, run_root):
             pending = with_credentials(pending_requests_op(
                 cutoff=cutoff, schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER), opts)
             pending.set_caching_options(False).set_display_name("pending-requests")
             with dsl.If(pending.outputs["count"] > 0, name="has-pending"):
-                add_unlearn_graph(opts, request_ids=pending.outputs["request_ids"], corpus_uri=corpus_uri,
-                                  model_name=model_name, method=method, method_params=method_params,
-                                  policy_yaml=policy_yaml, workers=workers, use_gpu=use_gpu,
-                                  reference_uri=reference_uri, run_root=run_root,
-                                  promote_target=promote_target)
+                add_unlearn_graph(opts, RunChannels.of(params, request_ids=pending.outputs["request_ids"]))
 
     return compliance_batch
 

@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     use_home(home)
     from unlearnops.pipelines.cli import gate_table, steps_table
     from unlearnops.pipelines.local_runner import run_local
+    from unlearnops.pipelines.run_request import RunRequest
 
     ctx = prepare(home)
     needles = residue.needles_for(ctx["corpus"], ctx["forget_ids"])  # read before the corpus is redacted
@@ -250,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"server {url} answers with version {v_before}")
         _step("5/6 run the unlearning pipeline locally (kfp.local)")
         params = DEMO_PARAMS if args.method == "npo" else {}
-        run = run_local([REQUEST_ID], corpus_uri=ctx["corpus"], model_name=MODEL_NAME, method=args.method,
-                        method_params=params, policy_yaml="", workers=args.workers,
-                        reference_uri=ctx["reference"], console=sys.stderr)
+        run = run_local(RunRequest(request_ids=[REQUEST_ID], corpus_uri=ctx["corpus"], model_name=MODEL_NAME,
+                                   method=args.method, method_params=params, workers=args.workers,
+                                   reference_uri=ctx["reference"]), console=sys.stderr)
         if run.report is not None:
             console.print(gate_table(run.report))
         console.print(steps_table(run))

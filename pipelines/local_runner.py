@@ -29,6 +29,8 @@ from unlearnops import storage
 from unlearnops.settings import get_settings
 from unlearnops.types import RequestStatus
 
+from .run_request import RunRequest
+
 EXIT_OK, EXIT_ERROR, EXIT_GATE_FAILED = 0, 1, 3
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([^']+)'")
@@ -295,22 +297,16 @@ def outcome(request_ids: list[str], run_root: str) -> tuple[int, str, str, list[
     return EXIT_ERROR, "error", f"pipeline failed: {detail}", [], report
 
 
-def run_local(request_ids: list[str], *, corpus_uri: str, model_name: str, method: str = "npo",
-              method_params: dict[str, Any] | None = None, policy_yaml: str = "", workers: int = 1,
-              use_gpu: bool = False, reference_uri: str = "", promote_target: str = "local",
-              console: TextIO | None = sys.stderr, verbose: bool = False) -> LocalRun:
-    """Run ``unlearn_on_request`` locally for ``request_ids``; see :class:`LocalRun`."""
+def run_local(request: RunRequest, *, console: TextIO | None = sys.stderr, verbose: bool = False) -> LocalRun:
+    """Run ``unlearn_on_request`` locally for ``request``; see :class:`LocalRun`."""
     from .options import CompileOptions
     from .unlearn_on_request import build
 
-    run_root = new_run_root()
-    args = dict(request_ids=list(request_ids), corpus_uri=corpus_uri, model_name=model_name,
-                method=method, method_params=dict(method_params or {}), policy_yaml=policy_yaml,
-                workers=workers, use_gpu=use_gpu, reference_uri=reference_uri, run_root=run_root,
-                promote_target=promote_target)
+    run_root = request.run_root or new_run_root()
+    args = request.model_copy(update={"run_root": run_root}).arguments()
     progress, log_file, wall = run_pipeline(build(CompileOptions.local()), args, console=console,
                                             verbose=verbose)
-    code, word, message, versions, report = outcome(list(request_ids), run_root)
+    code, word, message, versions, report = outcome(list(request.request_ids), run_root)
     if code == EXIT_ERROR and progress.failed_tasks:
         message += f" (failed task: {', '.join(progress.failed_tasks)}; log: {log_file})"
     return LocalRun(code, word, message, run_root, log_file, wall, progress.steps, report, versions)

@@ -24,35 +24,36 @@ from unlearnops.components.scope.component import resolve_scope_op
 from unlearnops.components.unlearn.component import unlearn_op
 
 from .options import CompileOptions, configure_unlearn, side_effect, with_credentials
+from .run_request import RunChannels
 
 PIPELINE_NAME = "unlearn-on-request"
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
 
-def add_unlearn_graph(options: CompileOptions, *, request_ids: Any, corpus_uri: Any, model_name: Any,
-                      method: Any, method_params: Any, policy_yaml: Any, workers: Any, use_gpu: Any,
-                      reference_uri: Any, run_root: Any, promote_target: Any) -> None:
-    """Add the unlearning graph for ``request_ids`` to the pipeline being defined (in its exit handler)."""
+def add_unlearn_graph(options: CompileOptions, run: RunChannels) -> None:
+    """Add the unlearning graph for ``run.request_ids`` to the pipeline being defined (in its exit
+    handler)."""
+    request_ids, model_name = run.request_ids, run.model_name
     plan = side_effect(check_already_unlearned_op(
-        request_ids=request_ids, model_name=model_name, run_root=run_root, run_id=RUN_ID), options)
+        request_ids=request_ids, model_name=model_name, run_root=run.run_root, run_id=RUN_ID), options)
     plan.set_display_name("check-already-unlearned")
     with dsl.If(plan.outputs["already_unlearned"] == False, name="not-yet-unlearned"):  # noqa: E712
         running = side_effect(mark_running_op(request_ids=request_ids, run_id=RUN_ID), options)
         scope = with_credentials(resolve_scope_op(
-            request_ids=request_ids, corpus_uri=corpus_uri, out_uri=plan.outputs["scope_uri"]), options)
+            request_ids=request_ids, corpus_uri=run.corpus_uri, out_uri=plan.outputs["scope_uri"]), options)
         scope.set_caching_options(False).after(running)
         unlearn = configure_unlearn(unlearn_op(
-            scope_uri=scope.output, model_uri=plan.outputs["base_uri"], method=method,
-            params=method_params, out_uri=plan.outputs["model_uri"], workers=workers,
-            use_gpu=use_gpu), options)
+            scope_uri=scope.output, model_uri=plan.outputs["base_uri"], method=run.method,
+            params=run.method_params, out_uri=plan.outputs["model_uri"], workers=run.workers,
+            use_gpu=run.use_gpu), options)
         evaluate = with_credentials(evaluate_op(
             model_uri=unlearn.outputs["model_uri"], base_uri=plan.outputs["base_uri"],
-            scope_uri=scope.output, out_uri=plan.outputs["eval_uri"], reference_uri=reference_uri,
-            policy_yaml=policy_yaml), options)
+            scope_uri=scope.output, out_uri=plan.outputs["eval_uri"], reference_uri=run.reference_uri,
+            policy_yaml=run.policy_yaml), options)
         evaluate.set_caching_options(False)
         # register_model reads EVAL_DIR/report.json: it takes the evaluate step's output folder
         _gate(options, evaluate, unlearn, scope, plan.outputs["eval_uri"], request_ids, model_name,
-              promote_target)
+              run.promote_target)
 
 
 def exit_handler(options: CompileOptions, run_root: Any) -> dsl.ExitHandler:
@@ -110,11 +111,9 @@ def build(options: CompileOptions | None = None) -> Any:
         run_root: str = "",
         promote_target: str = "local",
     ) -> None:
+        run = RunChannels.of(locals())  # the parameters above: RunRequest's fields
         with exit_handler(opts, run_root):
-            add_unlearn_graph(opts, request_ids=request_ids, corpus_uri=corpus_uri, model_name=model_name,
-                              method=method, method_params=method_params, policy_yaml=policy_yaml,
-                              workers=workers, use_gpu=use_gpu, reference_uri=reference_uri,
-                              run_root=run_root, promote_target=promote_target)
+            add_unlearn_graph(opts, run)
 
     return unlearn_on_request
 

@@ -167,9 +167,11 @@ def stack(unlearnops_home: Path, tiny_models: Path, bench_data: Path) -> dict[st
 
 def _run(stack: dict[str, str], policy: str, corpus: str | None = None) -> Any:
     from unlearnops.pipelines.local_runner import run_local
+    from unlearnops.pipelines.run_request import RunRequest
 
-    return run_local(["erase-1"], corpus_uri=corpus or stack["corpus"], model_name=MODEL, method="npo",
-                     policy_yaml=policy, reference_uri=stack["reference"], console=None, **FAST)
+    request = RunRequest(request_ids=["erase-1"], corpus_uri=corpus or stack["corpus"], model_name=MODEL,
+                         method="npo", policy_yaml=policy, reference_uri=stack["reference"], **FAST)
+    return run_local(request, console=None)
 
 
 @pytest.mark.slow

@@ -124,3 +124,43 @@ def test_compliance_batch_uses_schedule_time(compiled: dict[str, str]) -> None:
     value = pending["inputs"]["parameters"]["schedule_time"]["runtimeValue"]["constant"]
     assert value == "{{$.pipeline_job_schedule_time_utc}}"
     assert spec["root"]["inputDefinitions"]["parameters"]["cutoff"]["defaultValue"] == ""
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_pipeline_parameters_are_the_run_request(compiled: dict[str, str], name: str) -> None:
+    from unlearnops.pipelines.run_request import RunRequest
+
+    spec, _ = _docs(compiled[name])
+    params = set(spec["root"]["inputDefinitions"]["parameters"])
+    fields = set(RunRequest.model_fields)
+    expected = fields if name == "unlearn_on_request" else fields - {"request_ids"} | {"cutoff"}
+    assert params == expected
+
+
+def test_run_request_refuses_bad_runs_before_launch() -> None:
+    from pydantic import ValidationError
+    from unlearnops.pipelines.run_request import RunRequest
+
+    ok = RunRequest(request_ids=["r"], corpus_uri="s3://b/c",
+                    method_params={"beta": 0.1, "train": {"steps": 3}})
+    assert ok.arguments()["method_params"] == {"beta": 0.1, "train": {"steps": 3}}
+    assert "request_ids" not in ok.arguments(batch=True)
+    bad = {"method_params": {"train": {"stepz": 3}}, "method": "nope",
+           "policy_yaml": "gates: [{metric: forget.no_such_metric, max: 1}]", "promote_target": "moon"}
+    for key, value in bad.items():
+        with pytest.raises(ValidationError) as err:
+            RunRequest(corpus_uri="c", **{key: value})
+        assert {"method_params": "stepz", "method": "unknown method", "policy_yaml": "unknown metric",
+                "promote_target": "local"}[key] in str(err.value)
+
+
+def test_run_cli_refuses_bad_parameters_before_the_first_step(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from unlearnops.cli import _load_plugins, app
+
+    _load_plugins()
+    args = ["run", "-r", "r1", "--corpus", str(tmp_path / "none"), "-p", "train.steps=x"]
+    got = CliRunner().invoke(app, args)
+    assert got.exit_code == 2, got.output
+    assert "train.steps" in got.output and "no corpus" not in got.output

@@ -30,6 +30,7 @@ def _erase(tiny_models: Path, bench_data: Path) -> Any:
     from unlearnops.components.promote.promote import promote
     from unlearnops.components.register.register import register_model
     from unlearnops.pipelines.local_runner import run_local
+    from unlearnops.pipelines.run_request import RunRequest
 
     from unlearnops.ledger import Ledger
 
@@ -43,9 +44,10 @@ def _erase(tiny_models: Path, bench_data: Path) -> Any:
                                   received_at=now - timedelta(days=1)), actor="clerk")
         ledger.set_status("erase-1", RequestStatus.verified, actor="dpo")
         ledger.set_status("erase-1", RequestStatus.approved, actor="dpo")
-    run = run_local(["erase-1"], corpus_uri=str(bench_data), model_name=MODEL, method="npo",
-                    policy_yaml=LENIENT, reference_uri=str(tiny_models / "reference"), console=None,
-                    workers=1, method_params={"train": {"steps": 30}})
+    request = RunRequest(request_ids=["erase-1"], corpus_uri=str(bench_data), model_name=MODEL, method="npo",
+                         policy_yaml=LENIENT, reference_uri=str(tiny_models / "reference"), workers=1,
+                         method_params={"train": {"steps": 30}})
+    run = run_local(request, console=None)
     assert run.exit_code == 0, (run.message, run.log_file.read_text()[-4000:])
     return run
 

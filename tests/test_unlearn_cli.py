@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from unlearnops.components.unlearn.cli import parse_assignments
+
+from unlearnops.cli.params import parse_assignments
 
 CLI = [str(Path(sys.executable).parent / "unlearnops")]
 

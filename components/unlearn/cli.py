@@ -7,42 +7,30 @@ import os
 from typing import Any
 
 import typer
+from typer.core import TyperCommand
 
 from unlearnops.cli import EXIT_BAD_INPUT, EXIT_ERROR, app, benchmark_app, fail
+from unlearnops.cli.params import absolute_uri, parse_assignments
 
 
-def parse_assignments(items: list[str] | None, what: str = "--param") -> dict[str, Any]:
-    """``["beta=0.1", "train.steps=50"]`` → ``{"beta": 0.1, "train": {"steps": 50}}``.
+class _MethodsHelp(TyperCommand):
+    """Fills ``{methods}`` in the help from the method registry, imported only when help is shown."""
 
-    Values are parsed as JSON when they are valid JSON, else kept as strings.
-    """
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{what} {item!r}: expected KEY=VALUE (nested keys with dots, "
-                             "e.g. train.steps=50)")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"{what} {item!r}: {part} is both a value and a section")
-        node[parts[-1]] = value
-    return out
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from .methods import METHODS
+
+        for param in self.params:
+            text = getattr(param, "help", None)
+            if text and "{methods}" in text:
+                param.help = text.format(methods=", ".join(METHODS))  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
 
 
-@app.command("unlearn")
+@app.command("unlearn", cls=_MethodsHelp)
 def unlearn_cmd(
     scope: str = typer.Option(..., "--scope", help="DataScope folder URI (from `unlearnops scope resolve`)"),
     model: str = typer.Option(..., "--model", help="base model: path, file://, s3:// or models:/NAME@alias"),
-    method: str = typer.Option(..., "--method", help="objective: finetune, grad_ascent, grad_diff, kl, npo, "
-                                                     "simnpo, idk, idk_dpo, rmu, undial, wga, satimp, ce_u, "
-                                                     "pdu, altpo"),
+    method: str = typer.Option(..., "--method", help="objective: {methods}"),
     out: str = typer.Option(..., "--out", help="URI of the unlearned model folder to write"),
     param: list[str] = typer.Option(None, "--param", help="KEY=VALUE hyper-parameter; train.* for the "
                                                           "optimiser (e.g. train.steps=50); repeatable"),
@@ -88,7 +76,8 @@ def unlearn_cmd(
     if verbose:
         os.environ["UNLEARNOPS_VERBOSE"] = "1"
     try:
-        result = run_unlearning(spec, scope, model, out, stop_when=conditions, local=local,
+        result = run_unlearning(spec, absolute_uri(scope), absolute_uri(model), absolute_uri(out),
+                                stop_when=conditions, local=local,
                                 calibrate=calibrate)
     except (MethodError, UnlearnError, DataError, ModelError, StorageError) as err:
         raise fail(str(err), EXIT_BAD_INPUT) from None

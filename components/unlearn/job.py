@@ -65,6 +65,21 @@ def train_config(params: Mapping[str, Any]) -> TrainConfig:
     return TrainConfig.model_validate(params.get("train") or {})
 
 
+def check_params(method: str, params: Mapping[str, Any]) -> tuple[Any, TrainConfig]:
+    """(method, train config) validated; ``MethodError`` names the bad key and the valid ones."""
+    from pydantic import ValidationError
+
+    from .methods import MethodError, get_method
+
+    found = get_method(method, method_params(params))
+    try:
+        return found, train_config(params)
+    except ValidationError as exc:
+        problems = "; ".join(f"train.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise MethodError(f"bad training parameter ({problems}); valid train.* keys: "
+                          f"{', '.join(TrainConfig.model_fields)}") from None
+
+
 def total_steps(cfg: TrainConfig, n_forget: int) -> int:
     """``steps``, or ``ceil(epochs · n_forget / batch_size)``, or 100."""
     if cfg.steps is not None:

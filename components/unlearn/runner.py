@@ -25,16 +25,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import pydantic
-
 from unlearnops import modelio, storage
 from unlearnops.disposition import checkpoint_prefix
 from unlearnops.settings import get_settings, runtime_env
 from unlearnops.types import ModelRef, ScopeManifest, UnlearnResult, UnlearnSpec
 
-from .job import StepHook, TrainConfig, TrainJob, method_params
+from .job import StepHook, TrainConfig, TrainJob, check_params
 from .loop import RUN_FILE, train_local, train_loop_per_worker
-from .methods import MethodError, get_method
 from .probes import check_stop_when
 
 TRAINING_FILE = "training.json"
@@ -48,13 +45,7 @@ class UnlearnError(ValueError):
 def check_inputs(spec: UnlearnSpec, scope_uri: str, stop_when: Mapping[str, Any] | None
                  ) -> tuple[Any, TrainConfig, ScopeManifest]:
     """Validate method, parameters, train config, stop_when and the scope before any work starts."""
-    method = get_method(spec.method, method_params(spec.params))
-    try:
-        cfg = TrainConfig.model_validate(spec.params.get("train") or {})
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(f"train.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise MethodError(f"bad training parameter ({problems}); valid train.* keys: "
-                          f"{', '.join(TrainConfig.model_fields)}") from None
+    method, cfg = check_params(spec.method, spec.params)
     try:
         check_stop_when(stop_when)
     except ValueError as err:

@@ -1,5 +1,8 @@
 """The ``unlearnops`` command line: one Typer app; step commands plug in by entry point.
 
+The core's own commands live beside this file (:mod:`.data`); :mod:`.params` parses the
+``KEY=VALUE`` options every command shares.
+
 The core never imports ``unlearnops.components``: each step's ``cli.py`` registers its
 commands on the apps here, and is found through the ``unlearnops.cli`` entry-point group.
 Exit codes: 0 ok, 1 error, 2 bad usage/input, 3 gate failed.
@@ -14,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .masking import mask_secrets
-from .settings import apply_runtime_env
+from ..masking import mask_secrets
+from ..settings import apply_runtime_env
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_GATE_FAILED = 0, 1, 2, 3
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from ..cli import benchmark_app, fail
 from ..storage import StorageError
+from . import benchmark_app, fail
 
 
 @benchmark_app.command("generate")
@@ -18,7 +18,7 @@ def generate(
     shards: int = typer.Option(4, "--shards", min=1, help="number of training shards"),
 ) -> None:
     """Generate the deterministic benchmark corpus: people, QA facts, biographies, sidecars."""
-    from .generate import generate_benchmark
+    from ..data.generate import generate_benchmark
 
     try:
         manifest = generate_benchmark(out, people=people, holdout=holdout, seed=seed, shards=shards)
@@ -37,7 +37,7 @@ def import_(
     out: str = typer.Option(..., "--out", help="corpus URI to write (path, file:// or s3://)"),
 ) -> None:
     """Turn locally downloaded TOFU or MUSE files into a corpus and request files (no download)."""
-    from .importers import ImportFormatError, import_benchmark
+    from ..data.importers import ImportFormatError, import_benchmark
 
     try:
         manifest = import_benchmark(fmt, path, out)
