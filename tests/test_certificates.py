@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 from unlearnops.components.ledger import finish, updates
 
-import unlearnops.erasure_cli  # noqa: F401 - registers the certificate commands
+import unlearnops.cli.erasure  # noqa: F401 - registers the certificate commands
 from unlearnops import certificates, disposition, storage
 from unlearnops.cli import app
 from unlearnops.ledger import Ledger

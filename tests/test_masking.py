@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import unlearnops.ledger_cli  # noqa: F401 - registers the request commands
+import unlearnops.cli.ledger  # noqa: F401 - registers the request commands
 from unlearnops.cli import app
 from unlearnops.masking import MASK, MaskingFilter, mask_secrets
 from unlearnops.settings import get_settings

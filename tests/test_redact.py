@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import unlearnops.erasure_cli  # noqa: F401 - registers `corpus redact`
+import unlearnops.cli.erasure  # noqa: F401 - registers `corpus redact`
 from unlearnops import disposition, storage, suppression
 from unlearnops.cli import app
 from unlearnops.redact import redact_corpus

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import unlearnops.ledger_cli  # noqa: F401 - registers the request commands
+import unlearnops.cli.ledger  # noqa: F401 - registers the request commands
 from unlearnops.cli import app
 from unlearnops.ledger import Ledger
 

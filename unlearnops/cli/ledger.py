@@ -20,10 +20,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import deadlines
-from .cli import EXIT_BAD_INPUT, EXIT_ERROR, app, fail, request_app
-from .keyed_hash import current_actor, short
-from .ledger import (
+from .. import deadlines
+from ..keyed_hash import current_actor, short
+from ..ledger import (
     DuplicateRequest,
     Ledger,
     LedgerError,
@@ -32,9 +31,10 @@ from .ledger import (
     StatusConflict,
     load_request_file,
 )
-from .masking import mask_secrets
-from .settings import get_settings
-from .types import DENY_CODES, HOLD_CODES, ForgetRequest, RequestStatus, utcnow
+from ..masking import mask_secrets
+from ..settings import get_settings
+from ..types import DENY_CODES, HOLD_CODES, ForgetRequest, RequestStatus, utcnow
+from . import EXIT_BAD_INPUT, EXIT_ERROR, app, fail, request_app
 
 console = Console()
 audit_app = typer.Typer(no_args_is_help=True, help="The ledger's tamper-evident audit trail.")

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import certificates, disposition, redact, storage
-from .cli import EXIT_BAD_INPUT, EXIT_ERROR, app, fail
+from .. import certificates, disposition, redact, storage
+from . import EXIT_BAD_INPUT, EXIT_ERROR, app, fail
 
 console = Console()
 certificate_app = typer.Typer(no_args_is_help=True, help="Signed certificates of unlearning.")
