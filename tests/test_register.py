@@ -10,15 +10,24 @@ import pytest
 from unlearnops.components.register import register as reg
 
 from unlearnops import modelio, storage
-from unlearnops.types import ScopeManifest, SetInfo
+from unlearnops.types import EvalReport, GateResult, GateVerdict, ScopeManifest, SetInfo
+
+
+def _verdict(passed: bool) -> GateVerdict:
+    return GateVerdict(passed=passed, gates=[
+        GateResult(gate="forget", metric="forget.prob", value=0.05, threshold="≤ 0.1", passed=True,
+                   reason=""),
+        GateResult(gate="utility", metric="utility.model_utility", value=0.81, threshold="≥ 0.8",
+                   passed=passed, reason="" if passed else "utility.model_utility 0.81 < 0.9")])
 
 
 def _report(folder: Path, passed: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.json").write_text(json.dumps({
-        "metrics": {"candidate": {"forget.prob": 0.05, "utility.model_utility": 0.81, "note": "x"},
-                    "base": {"forget.prob": 0.97, "utility.model_utility": 0.83, "bad": float("nan")}},
-        "verdict": {"passed": passed, "gates": []}, "scope_sha256": "f" * 64}))
+    report = EvalReport(model_uri="m", base_uri="b", scope_uri="s", scope_sha256="f" * 64,
+                        candidate={"forget.prob": 0.05, "utility.model_utility": 0.81, "note": None},
+                        base={"forget.prob": 0.97, "utility.model_utility": 0.83, "bad": float("nan")},
+                        verdict=_verdict(passed))
+    (folder / "report.json").write_text(report.model_dump_json())
     (folder / "report.md").write_text("# report\n")
     (folder / "plots").mkdir(exist_ok=True)
     (folder / "plots" / "curve.png").write_bytes(b"\x89PNG fake")
@@ -27,7 +36,7 @@ def _report(folder: Path, passed: bool = True) -> Path:
 
 def _scope(folder: Path) -> tuple[Path, str]:
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = ScopeManifest(request_ids=["r1"], selectors={}, source=[], corpus_uri="mem://", seed=0,
+    manifest = ScopeManifest(request_ids=["r1"], selector_hashes={}, source=[], corpus_uri="mem://", seed=0,
                              sets={"forget": SetInfo(file="forget.jsonl", count=1, sha256="a" * 64)})
     (folder / "manifest.json").write_text(manifest.model_dump_json())
     (folder / "forget.jsonl").write_text('{"id": "secret"}\n')
@@ -44,11 +53,15 @@ def _candidate(factory, tmp_path: Path, seed: int = 1, parent: str | None = "1",
 
 
 def test_report_helpers() -> None:
-    report = {"metrics": {"candidate": {"forget.prob": 0.1, "x": None, "flag": True},
-                          "base": {"privacy": {"mia_auc": {"min_k": 0.9}}}},
-              "verdict": {"passed": False}}
-    assert reg.report_metrics(report) == {"candidate.forget.prob": 0.1, "base.privacy.mia_auc.min_k": 0.9}
+    report = EvalReport(model_uri="m", base_uri="b", scope_uri="s", scope_sha256="f" * 64,
+                        candidate={"forget.prob": 0.1, "x": None}, base={"privacy.mia_auc.min_k": 0.9},
+                        verdict=_verdict(False))
+    assert reg.report_metrics(report) == {
+        "candidate.forget.prob": 0.1, "base.privacy.mia_auc.min_k": 0.9, "gate.forget.value": 0.05,
+        "gate.forget.passed": 1.0, "gate.utility.value": 0.81, "gate.utility.passed": 0.0}
     assert reg.report_gate(report) == "failed" and reg.report_gate(None) is None
+    assert reg.gate_reason_tags(report) == {
+        "unlearnops.gate_failed.utility": "utility.model_utility 0.81 < 0.9"}
     params = reg.training_params({"method": "npo", "params": {"beta": 0.1}, "versions": {"torch": "2"}})
     assert params == {"method": "npo", "params.beta": "0.1", "versions.torch": "2"}
     assert reg.fingerprint("w", "s", "1") != reg.fingerprint("w", "s", None)
@@ -80,7 +93,9 @@ def test_register_embedded(mlflow_embedded: str, tiny_model_factory, tmp_path: P
     assert run.data.params["method"] == "npo" and run.data.params["world_size"] == "2"
     assert run.data.params["params.beta"] == "0.1" and "library.torch" in run.data.params
     assert run.data.metrics["candidate.forget.prob"] == 0.05 and run.data.metrics["base.forget.prob"] == 0.97
-    assert "base.bad" not in run.data.metrics
+    assert "base.bad" not in run.data.metrics and run.data.metrics["gate.utility.passed"] == 1.0
+    assert run.info.run_name == "register-m-npo-r1+1"
+    assert "npo unlearning of requests r1, r2" in mv.description
     arts = {a.path for folder in ("report", "scope", "training")
             for a in client.list_artifacts(run.info.run_id, folder)}
     assert {"report/report.json", "report/report.md", "scope/manifest.json", "training/training.json"} <= arts
@@ -202,3 +217,26 @@ def _tags_of(name: str, version: str) -> dict[str, str]:
     from unlearnops.settings import get_settings
 
     return dict(MlflowClient(tracking_uri=get_settings().tracking_uri).get_model_version(name, version).tags)
+
+
+@pytest.mark.slow
+def test_real_evaluate_report_reaches_the_mlflow_run(mlflow_embedded: str, tmp_path: Path) -> None:
+    """The evaluate step's own report.json, registered: its metrics and gate values are on the run."""
+    from mlflow import MlflowClient
+    from unlearnops.components.evaluate.evaluate import evaluate_model
+    from unlearnops.components.evaluate.metrics import EvalOptions
+
+    from tests.eval_helpers import write_models, write_scope
+
+    models, scope = write_models(tmp_path / "models"), write_scope(tmp_path / "scope")
+    report = evaluate_model(str(models["candidate"]), str(models["base"]), str(scope), str(tmp_path / "eval"),
+                            options=EvalOptions(robustness=False), show_progress=False)
+    ref = reg.register_model(str(models["candidate"]), "evaluated", report_uri=str(tmp_path / "eval"),
+                             scope_uri=str(scope), request_ids=["r1"])
+    client = MlflowClient(tracking_uri=mlflow_embedded)
+    run = client.get_run(client.get_model_version("evaluated", ref.version).tags["unlearnops.run_id"])
+    assert report.candidate["forget.prob"] is not None and report.verdict is not None
+    assert run.data.metrics["candidate.forget.prob"] == pytest.approx(report.candidate["forget.prob"])
+    assert run.data.metrics["base.forget.prob"] == pytest.approx(report.base["forget.prob"])
+    checked = [g for g in report.verdict.gates if not g.skipped]
+    assert checked and all(run.data.metrics[f"gate.{g.gate}.passed"] == float(g.passed) for g in checked)

@@ -33,8 +33,9 @@ import mlflow
 import mlflow.pyfunc
 
 from unlearnops import modelio, storage
+from unlearnops.documents import DocumentError, read_manifest, read_report
 from unlearnops.settings import get_settings
-from unlearnops.types import ModelRef, ScopeManifest
+from unlearnops.types import EvalReport, ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,16 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def report_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """Every finite number of an EvalReport dict, named ``<role>.<metric>`` (``candidate.forget.prob``)."""
-    metrics = report.get("metrics") or {}
-    flat = _flatten("", metrics, {}) if isinstance(metrics, dict) else {}
+def report_metrics(report: EvalReport) -> dict[str, float]:
+    """Every finite number of the report: ``<role>.<metric>`` (``candidate.forget.prob``) per model,
+    and per gate its value and pass/fail (``gate.<gate>.value``, ``gate.<gate>.passed`` 1/0)."""
+    flat: dict[str, Any] = {}
+    for role in ("candidate", "base", "reference"):
+        flat.update({f"{role}.{name}": value for name, value in (getattr(report, role) or {}).items()})
+    for gate in report.verdict.gates if report.verdict else []:
+        if not gate.skipped:
+            flat[f"gate.{gate.gate}.value"] = gate.value
+            flat[f"gate.{gate.gate}.passed"] = float(gate.passed)
     out: dict[str, float] = {}
     for key, value in flat.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -158,12 +165,29 @@ def report_metrics(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def report_gate(report: dict[str, Any] | None) -> str | None:
+def report_gate(report: EvalReport | None) -> str | None:
     """``passed``/``failed`` from the report's verdict, if it has one."""
-    verdict = (report or {}).get("verdict")
-    if isinstance(verdict, dict) and isinstance(verdict.get("passed"), bool):
-        return "passed" if verdict["passed"] else "failed"
-    return None
+    if report is None or report.verdict is None:
+        return None
+    return "passed" if report.verdict.passed else "failed"
+
+
+def gate_reason_tags(report: EvalReport | None) -> dict[str, str]:
+    """One tag per failed gate, its reason: ``unlearnops.gate_failed.<gate>``."""
+    if report is None or report.verdict is None:
+        return {}
+    return {f"{TAG}gate_failed.{g.gate}"[:250]: g.reason[:5000] for g in report.verdict.gates
+            if not g.passed and not g.skipped}
+
+
+def describe(name: str, training: dict[str, Any] | None, requests: list[str], gate: str | None,
+             parent: str | None) -> str:
+    """The version's description: what was unlearned from what, how, and the gate's verdict."""
+    if not training:
+        return f"Base model of {name} (no unlearning)."
+    what = f"requests {', '.join(requests)}" if requests else "a forget scope"
+    return (f"{training.get('method')} unlearning of {what} from version {parent or '?'} of {name}; "
+            f"{training.get('steps')} steps; gates {gate or 'not evaluated'}.")
 
 
 def training_params(training: dict[str, Any] | None) -> dict[str, str]:
@@ -204,19 +228,15 @@ def signature() -> Any:
 
 
 def _scope_sha(scope_uri: str | None, training: dict[str, Any] | None,
-               report: dict[str, Any] | None) -> str | None:
-    manifest = _read_json_opt(storage.join(scope_uri, "manifest.json")) if scope_uri else None
-    if scope_uri and manifest is None:
-        raise RegistrationError(f"{scope_uri}: no manifest.json (give the scope step's output folder)")
-    if manifest:
+               report: EvalReport | None) -> str | None:
+    if scope_uri:
         try:
-            return ScopeManifest.model_validate(manifest).sha256
-        except ValueError as err:
-            raise RegistrationError(f"{scope_uri}/manifest.json is not a scope manifest: {err}") from err
-    for doc in (training, report):
-        if doc and doc.get("scope_sha256"):
-            return str(doc["scope_sha256"])
-    return None
+            return read_manifest(scope_uri).sha256
+        except DocumentError as err:
+            raise RegistrationError(f"{err} (give the scope step's output folder)") from None
+    if training and training.get("scope_sha256"):
+        return str(training["scope_sha256"])
+    return report.scope_sha256 if report else None
 
 
 def _default_parent(name: str, training: dict[str, Any] | None) -> str | None:
@@ -269,9 +289,10 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
     client = _client()
     with modelio.LocalModel(model_uri) as model_dir:
         training = _read_json_opt(str(model_dir / "training.json"))
-        report = _read_json_opt(storage.join(report_uri, "report.json")) if report_uri else None
-        if report_uri and report is None:
-            raise RegistrationError(f"{report_uri}: no report.json (give the evaluate step's output folder)")
+        try:
+            report = read_report(report_uri) if report_uri else None
+        except DocumentError as err:
+            raise RegistrationError(f"{err} (give the evaluate step's output folder)") from None
         parent = str(parent_version) if parent_version else _default_parent(name, training)
         scope_sha = _scope_sha(scope_uri, training, report)
         verdict = report_gate(report)
@@ -300,7 +321,9 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
                 METHOD_TAG: (training or {}).get("method") or ("base" if training is None else None),
                 GATE_TAG: gate, KFP_TAG: kfp_run_id, FINGERPRINT_TAG: fp, **override_tags}
         tags = {k: str(v) for k, v in tags.items() if v not in (None, "")}
-        mv = _log_and_register(name, model_dir, training, report, report_uri, scope_uri, tags)
+        tags.update(gate_reason_tags(report))
+        mv = _log_and_register(name, model_dir, training, report, report_uri, scope_uri, tags,
+                               describe(name, training, requests, gate, parent))
         version = str(mv.version)
         export_copy(client, name, version, model_dir)
         if gate == "passed":
@@ -309,13 +332,13 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
 
 
 def _log_and_register(name: str, model_dir: Path, training: dict[str, Any] | None,
-                      report: dict[str, Any] | None, report_uri: str | None, scope_uri: str | None,
-                      tags: dict[str, str]) -> Any:
+                      report: EvalReport | None, report_uri: str | None, scope_uri: str | None,
+                      tags: dict[str, str], description: str) -> Any:
     """One MLflow run: params, metrics, artifacts, the pyfunc model; then the registered version."""
     mlflow.set_tracking_uri(get_settings().tracking_uri)
     experiment_id = _experiment(f"unlearnops-{name}")
     with mlflow.start_run(experiment_id=experiment_id,
-                          run_name=f"register-{name}-{tags[FINGERPRINT_TAG][:8]}") as run:
+                          run_name=_run_name(name, tags), description=description) as run:
         mlflow.log_params({**training_params(training),
                            **{f"library.{k}": v for k, v in library_versions().items()}})
         if report:
@@ -332,7 +355,17 @@ def _log_and_register(name: str, model_dir: Path, training: dict[str, Any] | Non
             input_example=None,
         )
         tags = {**tags, RUN_TAG: run.info.run_id}
-    return mlflow.register_model(info.model_uri, name, tags=tags)
+    mv = mlflow.register_model(info.model_uri, name, tags=tags)
+    _client().update_model_version(name, str(mv.version), description=description)
+    return mv
+
+
+def _run_name(name: str, tags: dict[str, str]) -> str:
+    """``register-<model>-<method>-<first request>[+n]`` (the fingerprint's head when no request)."""
+    requests = [r for r in tags.get(REQUESTS_TAG, "").split(",") if r]
+    who = f"{requests[0]}+{len(requests) - 1}" if len(requests) > 1 else (
+        requests[0] if requests else tags[FINGERPRINT_TAG][:8])
+    return f"register-{name}-{tags.get(METHOD_TAG, 'model')}-{who}"[:250]
 
 
 def _experiment(experiment: str) -> str:

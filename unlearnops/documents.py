@@ -1,0 +1,44 @@
+"""The one reader of every document that crosses steps: each read is validated against its model.
+
+A step never reaches into another step's JSON by a guessed key: it reads the folder the other
+step wrote through these functions and gets the typed document (:mod:`unlearnops.types`) — or a
+:class:`DocumentError` saying which file is missing or malformed and which step writes it.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from . import storage
+from .types import EvalReport, ScopeManifest
+
+D = TypeVar("D", bound=BaseModel)
+
+REPORT_FILE, MANIFEST_FILE = "report.json", "manifest.json"
+
+
+class DocumentError(ValueError):
+    """A cross-step document is missing or does not match its model."""
+
+
+def read_document(model: type[D], uri: str, writer: str) -> D:
+    """``uri`` parsed and validated as ``model`` (``writer``: the command that writes it)."""
+    if not storage.exists(uri):
+        raise DocumentError(f"{uri}: no such file — write it with {writer}")
+    try:
+        return model.model_validate_json(storage.read_text(uri))
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()[:5])
+        raise DocumentError(f"{uri} is not a valid {model.__name__} ({problems})") from None
+
+
+def read_report(folder_uri: str) -> EvalReport:
+    """The evaluate step's ``report.json`` in ``folder_uri``."""
+    return read_document(EvalReport, storage.join(folder_uri, REPORT_FILE), "`unlearnops evaluate`")
+
+
+def read_manifest(scope_uri: str) -> ScopeManifest:
+    """The scope step's ``manifest.json`` in the DataScope folder ``scope_uri``."""
+    return read_document(ScopeManifest, storage.join(scope_uri, MANIFEST_FILE), "`unlearnops scope resolve`")
