@@ -56,7 +56,9 @@ PERTURBED = "eval/perturbed.jsonl"
 #: The written sets: the core's SCOPE_SETS plus ``retain_eval`` — a retain sample disjoint from
 #: ``retain`` (the retain-train sample objectives may use) on which utility is measured.
 RETAIN_EVAL = "retain_eval"
-WRITTEN_SETS: tuple[str, ...] = (*SCOPE_SETS, *(() if RETAIN_EVAL in SCOPE_SETS else (RETAIN_EVAL,)))
+GENERAL_TEXT = "general_text"  # the corpus's held general text (no people): the evaluate step's perplexity
+WRITTEN_SETS: tuple[str, ...] = (*SCOPE_SETS, *(() if RETAIN_EVAL in SCOPE_SETS else (RETAIN_EVAL,)),
+                                 GENERAL_TEXT)
 
 
 # ------------------------------------------------------------------ running shards
@@ -317,6 +319,14 @@ def _sidecar(corpus_uri: str, rel: str, ids: set[str]) -> dict[str, dict[str, An
     return {row["id"]: row for row in _rows_with(uri, rel, "id", ids)}
 
 
+def _general_text(corpus_uri: str) -> list[dict[str, Any]]:
+    """The corpus's ``eval/general_text.jsonl`` (text about no one), empty when it has none."""
+    uri = storage.join(corpus_uri, f"eval/{GENERAL_TEXT}.jsonl")
+    if not storage.exists(uri):
+        return []
+    return [json.loads(line) for line in storage.iter_lines(uri) if line.strip()]
+
+
 def _enrich(records: list[dict[str, Any]], para: dict[str, dict[str, Any]],
             pert: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
@@ -467,7 +477,8 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
     forget = _enrich(forget, para, pert)
     sets = {"forget": forget, "retain": _enrich(retain, para, pert),
             "neighbor": _enrich(neighbors, para, pert), "holdout": _enrich(holdout, para, pert),
-            "paraphrase": _paraphrase_set(forget), RETAIN_EVAL: _enrich(retain_eval, para, pert)}
+            "paraphrase": _paraphrase_set(forget), RETAIN_EVAL: _enrich(retain_eval, para, pert),
+            GENERAL_TEXT: _general_text(corpus_uri)}
     notes = [f"{suppressed} erased record(s) on the suppression list left out"] if suppressed else []
     if not holdout_shards:
         notes.append("corpus has no holdout/ split: holdout set is empty (membership inference needs one)")

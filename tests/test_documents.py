@@ -1,0 +1,45 @@
+"""Cross-step documents read through their one reader; the scope's general text reaches perplexity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from unlearnops.components.evaluate.evaluate import build_contexts, load_scope
+from unlearnops.components.evaluate.metrics.utility import perplexity
+from unlearnops.components.evaluate.scoring import ModelScorer
+from unlearnops.components.scope.resolve import resolve_scope
+
+from tests.eval_helpers import tiny_model, word_tokenizer
+from unlearnops import documents
+from unlearnops.data.generate import read_people, subject_request
+
+
+def test_perplexity_is_computed_on_the_scopes_general_text(bench_data: Path, tmp_path: Path) -> None:
+    person = [p for p in read_people(str(bench_data)) if p["split"] == "train"][0]
+    manifest = resolve_scope([subject_request([person["subject_id"]], request_id="r1")], str(bench_data),
+                             str(tmp_path / "scope"))
+    corpus_text = [json.loads(line) for line in (bench_data / "eval" / "general_text.jsonl").open()]
+    assert manifest.sets["general_text"].count == len(corpus_text) > 0
+    data, _ = load_scope(str(tmp_path / "scope"))
+    assert data.sets["general_text"] == corpus_text
+    tok = word_tokenizer()
+
+    class Loaded:
+        role, path, training = "candidate", None, None
+        scorer = ModelScorer(tiny_model(tok, 1), tok, "cpu", batch_size=8, name="candidate")
+
+    ctx = build_contexts({"candidate": Loaded()}, data)["candidate"]  # type: ignore[dict-item]
+    tf = ctx.tf("general_text")
+    assert len(tf) == len(corpus_text)
+    assert ctx.get("utility.perplexity") == pytest.approx(perplexity(tf.nll_sum, tf.lengths))
+    assert not any("no held general text" in n for n in data.notes)
+
+
+def test_reader_refuses_missing_and_malformed_documents(tmp_path: Path) -> None:
+    with pytest.raises(documents.DocumentError, match="unlearnops evaluate"):
+        documents.read_report(str(tmp_path))
+    (tmp_path / "manifest.json").write_text('{"request_ids": "not a list"}')
+    with pytest.raises(documents.DocumentError, match="not a valid ScopeManifest"):
+        documents.read_manifest(str(tmp_path))
