@@ -411,3 +411,49 @@ def test_s3_unreachable_endpoint(s3_env: str, monkeypatch: pytest.MonkeyPatch) -
     get_settings.cache_clear()
     with pytest.raises(StorageError, match=r"cannot reach S3 .*UNLEARNOPS_S3__ENDPOINT_URL"):
         storage.read_bytes(storage.join(s3_env, "x"))
+
+
+def test_download_refuses_keys_leaving_the_destination(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: an S3 key such as ``model/../../x`` was written outside the destination folder."""
+    evil = [storage.FileInfo("s3://b/model/ok.txt", 1, "e"), storage.FileInfo("s3://b/model/../../x", 1, "e")]
+    written: list[Path] = []
+    monkeypatch.setattr(storage, "list_files", lambda uri: evil)
+    monkeypatch.setattr(storage, "download_file", lambda uri, dest: written.append(Path(dest)))
+    with pytest.raises(StorageError, match="leaves the destination"):
+        storage.download_dir("s3://b/model", tmp_path / "dest")
+    assert all(p.is_relative_to(tmp_path) for p in written) and not (tmp_path / "dest").exists()
+    assert storage.inside(tmp_path, "a/b.txt") == (tmp_path / "a/b.txt").resolve()
+    for bad in ("../x", "a/../../x", "/etc/passwd", "."):
+        with pytest.raises(StorageError):
+            storage.inside(tmp_path, bad)
+
+
+@pytest.mark.services
+def test_s3_folder_replace_never_deletes_first(s3_env: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a folder overwrite on S3 deleted the old folder before the new copy succeeded."""
+    uri = storage.join(s3_env, "replace/m")
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, text in ((old, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "weights.bin").write_text(text)
+        (folder / "manifest.json").write_text(f'"{text}"')
+    (old / "stale.txt").write_text("x")
+    storage.upload_dir(old, uri)
+    client = storage.s3_client()
+    real_copy = client.copy
+
+    def failing_copy(*args, **kwargs):
+        raise RuntimeError("network gone")
+
+    monkeypatch.setattr(client, "copy", failing_copy)
+    with pytest.raises(Exception, match="network gone"):
+        storage.upload_dir(new, uri)
+    assert storage.read_text(storage.join(uri, "manifest.json")) == '"old"'
+    assert storage.read_text(storage.join(uri, "weights.bin")) == "old"
+    monkeypatch.setattr(client, "copy", real_copy)
+    storage.upload_dir(new, uri)
+    assert storage.read_text(storage.join(uri, "manifest.json")) == '"new"'
+    names = sorted(i.uri.rsplit("/", 1)[1] for i in storage.list_files(uri))
+    assert names == ["manifest.json", "weights.bin"]

@@ -353,8 +353,11 @@ def local_folder_writer(dest: Path) -> Iterator[Path]:
 def upload_dir(local_dir: str | Path, uri: str) -> None:
     """Copy a whole folder (e.g. a model directory) to a URI; the folder appears all at once.
 
-    Locally: copy into a sibling temp folder, then rename over the destination. On S3: upload
-    under a temp prefix, copy server-side under the final prefix, delete the temp prefix.
+    Locally: copy into a sibling temp folder, then rename over the destination. On S3 (no
+    rename): upload under a temp prefix, then copy-then-switch — copy server-side over the final
+    keys (top-level ``*.json`` documents last, so a reader that finds a manifest finds the files
+    it names), and only once every copy succeeded delete the old keys the new folder lacks. A
+    failed upload or copy deletes nothing of the old folder.
     """
     src = Path(local_dir)
     if not src.is_dir():
@@ -373,23 +376,30 @@ def upload_dir(local_dir: str | Path, uri: str) -> None:
             for file in files:
                 rel = file.relative_to(src).as_posix()
                 client.upload_file(str(file), bucket, f"{tmp_key}/{rel}", Config=_transfer_config())
-            delete_prefix(uri)
+            rels = sorted((f.relative_to(src).as_posix() for f in files),
+                          key=lambda r: ("/" not in r and r.endswith(".json"), r))
+            old = {split_s3(info.uri)[1] for info in list_files(uri)}
+            copied: list[str] = []
             try:
-                for file in files:
-                    rel = file.relative_to(src).as_posix()
-                    client.copy(
-                        {"Bucket": bucket, "Key": f"{tmp_key}/{rel}"}, bucket, f"{key}/{rel}",
-                        Config=_transfer_config(),
-                    )
+                for rel in rels:
+                    client.copy({"Bucket": bucket, "Key": f"{tmp_key}/{rel}"}, bucket, f"{key}/{rel}",
+                                Config=_transfer_config())
+                    copied.append(f"{key}/{rel}")
             except BaseException:
-                # S3 has no rename: a copy that fails part-way is rolled back, so the final
-                # prefix never holds a partial folder.
+                # roll back what this upload added; the old folder's keys are never deleted
                 with contextlib.suppress(Exception):
-                    delete_prefix(uri)
+                    _delete_keys(client, bucket, sorted(set(copied) - old))
                 raise
+            _delete_keys(client, bucket, sorted(old - {f"{key}/{rel}" for rel in rels}))
         finally:
             with contextlib.suppress(Exception):
                 delete_prefix(f"s3://{bucket}/{tmp_key}")
+
+
+def _delete_keys(client: Any, bucket: str, keys: list[str]) -> None:
+    for start in range(0, len(keys), 1000):
+        objects = [{"Key": k} for k in keys[start:start + 1000]]
+        client.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
 
 
 def download_dir(uri: str, local_dir: str | Path) -> Path:
@@ -408,9 +418,16 @@ def download_dir(uri: str, local_dir: str | Path) -> Path:
     base = key.rstrip("/") + "/"
     with local_folder_writer(dest) as tmp:
         for info in files:
-            rel = split_s3(info.uri)[1][len(base):]
-            download_file(info.uri, tmp / rel)
+            download_file(info.uri, inside(tmp, split_s3(info.uri)[1][len(base):]))
     return dest
+
+
+def inside(root: Path, rel: str) -> Path:
+    """``root / rel`` resolved; a key that leaves ``root`` (``model/../../x``, ``/etc/x``) is refused."""
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root.resolve()) or target == root.resolve():
+        raise StorageError(f"{rel!r}: the key leaves the destination folder; refused")
+    return target
 
 
 def delete_prefix(uri: str) -> None:
