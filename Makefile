@@ -30,8 +30,9 @@ test: install ## run the whole test suite (slow and service tests included)
 test-fast: install ## run the tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
-lint: install ## ruff check
+lint: install ## ruff check and mypy (configured in pyproject.toml)
 	$(BIN)/ruff check unlearnops components pipelines tests benchmarks
+	$(BIN)/mypy
 
 demo: install ## the main job end to end: data, tiny models, champion, erasure request, local pipeline, gates, promotion, serving before/after (state in .unlearnops/demo)
 	$(BIN)/python -m unlearnops.pipelines.demo

@@ -43,3 +43,15 @@ def test_reader_refuses_missing_and_malformed_documents(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text('{"request_ids": "not a list"}')
     with pytest.raises(documents.DocumentError, match="not a valid ScopeManifest"):
         documents.read_manifest(str(tmp_path))
+
+
+def test_malformed_model_config_is_bad_input(tmp_path: Path) -> None:
+    """Regression: a malformed config.json raised JSONDecodeError (exit 1), not ModelError (exit 2)."""
+    from unlearnops import modelio
+
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(modelio.ModelError, match="config.json is not valid JSON"):
+        modelio.check_model_dir(tmp_path, "m")
+    (tmp_path / "config.json").write_text("[1]")
+    with pytest.raises(modelio.ModelError, match="not a JSON object"):
+        modelio.check_model_dir(tmp_path, "m")

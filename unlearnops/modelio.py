@@ -69,7 +69,12 @@ def check_model_dir(path: Path, source: str) -> dict[str, Any]:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelError(f"{source}: no config.json — not a Hugging Face model folder")
-    config = json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{source}: config.json is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{source}: config.json is not a JSON object")
     if config.get("auto_map"):
         raise ModelError(f"{source}: the model needs remote code (auto_map in config.json); refused")
     if not any(path.glob("*.safetensors")):
@@ -120,7 +125,7 @@ def load_model(path: Path, device: str = "cpu", dtype: Any = None) -> Any:
         str(path), trust_remote_code=False, use_safetensors=True, local_files_only=True,
         dtype=dtype or torch.float32,
     )
-    return model.to(device)
+    return model.to(device)  # type: ignore[arg-type]  # transformers types .to() for a model only
 
 
 def save_model(model: Any, tokenizer: Any, uri: str) -> None:
