@@ -76,3 +76,9 @@ def test_cli_bad_input_exits_2(bench_data: Path, tmp_path: Path, unlearnops_home
     malformed.write_text("id: x\nkind: subject\nselectors: {}\nlegal_basis: gdpr-art17\nrequester: t\n")
     result = runner.invoke(app, ["scope", "resolve", "--request", str(malformed), *base])
     assert result.exit_code == 2 and "selectors" in result.output
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["scope", "resolve", "--request", str(empty), "--corpus", str(bench_data),
+                                 "--out", str(blocker / "scope")])
+    assert result.exit_code == 2 and "is a file" in result.output and result.exception is not None
+    assert blocker.read_text() == "x"

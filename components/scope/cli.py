@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from unlearnops.cli import EXIT_ERROR, fail, scope_app
+from unlearnops.cli.params import absolute_uri, writable_folder
 from unlearnops.storage import StorageError
 from unlearnops.types import ForgetRequest
 
@@ -56,8 +57,9 @@ def resolve(
     from .resolve import resolve_scope
 
     try:
+        out = writable_folder(out)
         requests = load_requests(request)
-        manifest = resolve_scope(requests, corpus, out, retain_multiple=retain_multiple,
+        manifest = resolve_scope(requests, absolute_uri(corpus), out, retain_multiple=retain_multiple,
                                  retain_eval_multiple=retain_eval_multiple, neighbor_k=neighbor_k,
                                  max_share=max_share,
                                  allow_large_scope=allow_large_scope, seed=seed, parallel=parallel,

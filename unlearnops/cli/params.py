@@ -42,3 +42,19 @@ def absolute_uri(value: str) -> str:
     from pathlib import Path
 
     return str(Path(value).expanduser().absolute())
+
+
+def writable_folder(value: str, option: str = "--out") -> str:
+    """``absolute_uri(value)``, refused (ValueError) when a local folder cannot be created there:
+    the path, or a folder above it, is an existing file."""
+    uri = absolute_uri(value)
+    if "://" in uri and not uri.startswith("file://"):
+        return uri
+    from pathlib import Path
+
+    path = Path(uri.removeprefix("file://"))
+    for folder in (path, *path.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{option} {value}: {folder} is a file, so no folder can be written there; "
+                             "choose another path")
+    return uri
