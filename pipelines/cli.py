@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from unlearnops.cli import EXIT_ERROR, app, fail
 from unlearnops.cli.params import absolute_uri, parse_assignments
 
 from .run_request import RunRequest
+
+if TYPE_CHECKING:
+    from unlearnops.types import EvalReport
 
 console = Console(stderr=True)
 DEFAULT_MODEL = "unlearnops-model"
@@ -106,18 +110,14 @@ def _toleration(item: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- output
-def gate_table(report: dict[str, Any]) -> Table:
-    from .local_runner import gate_rows
-
+def gate_table(report: EvalReport) -> Table:
     table = Table(title="Gates", title_justify="left")
     for col in ("gate", "value", "threshold", "result"):
         table.add_column(col, no_wrap=col != "threshold")
-    for g in gate_rows(report):
-        value = g.get("value")
-        shown = "-" if value is None else (f"{value:.4g}" if isinstance(value, int | float) else str(value))
-        result = ("[yellow]skipped[/]" if g.get("skipped") else
-                  "[green]pass[/]" if g.get("passed") else "[red]FAIL[/]")
-        table.add_row(str(g.get("gate", "")), shown, str(g.get("threshold", "")), result)
+    style = {"skipped": "[yellow]skipped[/]", "pass": "[green]pass[/]", "FAIL": "[red]FAIL[/]"}
+    for g in report.verdict.gates if report.verdict else []:
+        shown = "-" if g.value is None else f"{g.value:.4g}"
+        table.add_row(escape(g.gate), shown, escape(g.threshold), style[g.status])
     return table
 
 

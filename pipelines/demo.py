@@ -193,7 +193,7 @@ def local_answers(model_dir: str, qas: list[dict[str, Any]], max_new_tokens: int
 
 def _refused_candidate(run: Any, qas: list[dict[str, Any]]) -> list[str] | None:
     """The refused candidate's answers while its model folder still exists (it is not served)."""
-    uri = str((run.report or {}).get("model_uri") or "")
+    uri = run.report.model_uri if run.report is not None else ""
     if run.exit_code == 0 or not uri or not (Path(uri) / "config.json").is_file():
         return None
     return local_answers(uri, qas)

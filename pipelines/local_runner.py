@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from unlearnops import storage
+from unlearnops.documents import read_report
 from unlearnops.settings import get_settings
-from unlearnops.types import RequestStatus
+from unlearnops.types import EvalReport, RequestStatus
 
 from .run_request import RunRequest
 
@@ -56,7 +57,7 @@ class LocalRun:
     log_file: Path
     wall_seconds: float
     steps: list[StepTiming] = field(default_factory=list)
-    report: dict[str, Any] | None = None
+    report: EvalReport | None = None
     versions: list[str] = field(default_factory=list)
 
 
@@ -244,35 +245,13 @@ def run_pipeline(pipeline: Any, arguments: dict[str, Any], *, console: TextIO | 
     return progress, log_file, time.monotonic() - start
 
 
-def find_report(run_root: str) -> dict[str, Any] | None:
+def find_report(run_root: str) -> EvalReport | None:
     """The evaluation report this run wrote (``RUN_ROOT/<job>/eval/report.json``), if any."""
     reports = [f.uri for f in storage.list_files(run_root, suffixes=("eval/report.json",))]
-    return storage.read_json(reports[-1]) if reports else None
+    return read_report(reports[-1].removesuffix("/report.json")) if reports else None
 
 
-def gate_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The per-gate results of an EvalReport document (wherever its verdict sits)."""
-    stack: list[Any] = [report]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            gates = item.get("gates")
-            if isinstance(gates, list) and all(isinstance(g, dict) for g in gates):
-                return gates
-            stack.extend(item.values())
-    return []
-
-
-def verdict_passed(report: dict[str, Any]) -> bool | None:
-    for key in ("verdict", "gate", "gate_verdict"):
-        value = report.get(key)
-        if isinstance(value, dict) and "passed" in value:
-            return bool(value["passed"])
-    rows = gate_rows(report)
-    return all(g.get("passed") for g in rows) if rows else None
-
-
-def outcome(request_ids: list[str], run_root: str) -> tuple[int, str, str, list[str], dict[str, Any] | None]:
+def outcome(request_ids: list[str], run_root: str) -> tuple[int, str, str, list[str], EvalReport | None]:
     """(exit code, outcome word, message, versions, report) read back from the ledger and the run."""
     from unlearnops.components.ledger.updates import GATES_FAILED, completed_by
 
@@ -289,7 +268,7 @@ def outcome(request_ids: list[str], run_root: str) -> tuple[int, str, str, list[
         return EXIT_OK, word, f"{', '.join(request_ids)} {verb} {', '.join(versions)}", versions, report
     failures = [r.history[-1] for r in reqs if r.history and r.status == RequestStatus.failed]
     gate_failed = bool(failures) and all(f.code == GATES_FAILED for f in failures)
-    if report is not None and verdict_passed(report) is False and gate_failed:
+    if report is not None and report.verdict is not None and not report.verdict.passed and gate_failed:
         reasons = "; ".join(failures[0].gate_reasons)
         msg = "gates failed; champion unchanged" + (f": {reasons}" if reasons else "")
         return EXIT_GATE_FAILED, "gate-failed", msg, [], report
