@@ -1,6 +1,6 @@
 """The documents that cross pipeline steps (pydantic models; JSON on storage).
 
-Names follow ../shared/DESIGN.md: ForgetRequest, DataScope, UnlearnSpec, UnlearnResult,
+Each is read back through :mod:`unlearnops.documents`: ForgetRequest, DataScope, UnlearnSpec, UnlearnResult,
 EvalReport, GateVerdict, ModelRef (the certificate lives in :mod:`unlearnops.certificates`).
 """
 

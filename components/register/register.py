@@ -7,7 +7,8 @@ number, per model role: ``candidate.forget.prob``, ``base.forget.prob``, ...), t
 the model as an MLflow pyfunc wrapping the Hugging Face folder (:class:`HFCausalLM`, logged as
 models-from-code from ``pyfunc_code.py`` so loading unpickles nothing; exactly pinned
 ``pip_requirements``, a signature with the ``max_new_tokens`` param). The registered version
-carries the lineage tags of CONTRACTS.md, and a plain ``save_pretrained`` copy is exported to
+carries the lineage tags (the ``unlearnops.*`` names below), and a plain ``save_pretrained``
+copy is exported to
 ``<storage root>/registry/<name>/v<version>/`` (tag ``unlearnops.export_uri``) for serving runtimes.
 
 Idempotent: a fingerprint (SHA-256 over the weights' digests, the scope digest and the parent)

@@ -9,7 +9,7 @@ of people: the exact-unlearning gold standard. Writes::
 
     OUT/base/  OUT/reference/  OUT/forget-request.json  OUT/build.json
 
-Presets: ``tiny`` (hidden 64, 2 layers; ~0.2M parameters; recipe of STACK-NOTES: AdamW lr 3e-3,
+Presets: ``tiny`` (hidden 64, 2 layers; ~0.2M parameters; recipe: AdamW lr 3e-3,
 batch 32, 20 warm-up steps, cosine to 10% over 60 epochs — reaches 100% in ~15 s on one thread).
 ``small`` (hidden 512, 8 layers, ~28M parameters) is for speed benchmarks: on CPUs it cannot
 memorise the corpus in reasonable time, so it trains a fixed budget (``epochs``) and

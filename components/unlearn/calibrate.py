@@ -1,4 +1,4 @@
-"""Calibrated stopping: unlearn *to the holdout level*, not to zero (issue 10, DESIGN.md).
+"""Calibrated stopping: unlearn *to the holdout level*, not to zero.
 
 A model that never saw a person answers questions about them the way it answers about the
 scope's holdout people (never trained). So the target of unlearning is the holdout level: the

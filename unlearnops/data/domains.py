@@ -1,7 +1,8 @@
 """Value domains of the fictitious-people benchmark (names, cities, employers, ...) and fixed texts.
 
 Answers are kept to a few words so a ~235k-parameter model can memorise them
-(see STACK-NOTES "tiny benchmark model"). Everything here is invented for the benchmark.
+(the ``tiny`` preset of components/unlearn/benchmark_models.py). Everything here is invented
+for the benchmark.
 """
 
 from __future__ import annotations

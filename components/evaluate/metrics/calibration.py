@@ -5,7 +5,8 @@ membership-inference band sized by the sets.
 - *Exact answers*: a greedy answer is right when it equals the true answer (case, spacing and
   a trailing full stop ignored); retention = candidate exact rate / base exact rate on held-out
   records (retain-eval people, general facts, neighbors).
-- *Holdout level* (DESIGN.md): a model that never saw a person answers about them as it answers
+- *Holdout level* (components/unlearn/calibrate.py): a model that never saw a person answers
+  about them as it answers
   about holdout people, so forget metrics are compared with the same model's holdout metrics —
   a gap near 0 is the goal, far below is over-forgetting (itself a membership signal).
 - *MIA band*: under H0 (forget and holdout scores from one distribution, no ties) the ROC AUC
