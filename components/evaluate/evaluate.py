@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from unlearnops import modelio, storage
+from unlearnops.documents import DocumentError, read_manifest
 from unlearnops.types import EvalReport, ScopeManifest
 
 from .gates import GatePolicy
@@ -50,11 +51,10 @@ def load_scope(scope_uri: str, options: EvalOptions | None = None) -> tuple[Eval
     never on the retain-train sample the objective saw; a scope without one (resolved before
     retain-eval existed) falls back to the retain sample with a note saying so.
     """
-    manifest_uri = storage.join(scope_uri, "manifest.json")
-    if not storage.exists(manifest_uri):
-        raise EvalInputError(f"{scope_uri}: no manifest.json — not a DataScope folder "
-                             "(write one with `unlearnops scope resolve`)")
-    manifest = ScopeManifest.model_validate(storage.read_json(manifest_uri))
+    try:
+        manifest = read_manifest(scope_uri)
+    except DocumentError as err:
+        raise EvalInputError(f"{scope_uri}: not a DataScope folder ({err})") from None
     raw: dict[str, list[dict[str, Any]]] = {}
     for name in SCOPE_FILES:
         uri = storage.join(scope_uri, f"{name}.jsonl")

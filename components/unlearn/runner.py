@@ -27,6 +27,7 @@ from typing import Any
 
 from unlearnops import modelio, storage
 from unlearnops.disposition import checkpoint_prefix
+from unlearnops.documents import DocumentError, read_manifest
 from unlearnops.settings import get_settings, runtime_env
 from unlearnops.types import ModelRef, ScopeManifest, UnlearnResult, UnlearnSpec
 
@@ -50,11 +51,10 @@ def check_inputs(spec: UnlearnSpec, scope_uri: str, stop_when: Mapping[str, Any]
         check_stop_when(stop_when)
     except ValueError as err:
         raise UnlearnError(str(err)) from None
-    manifest_uri = storage.join(scope_uri, "manifest.json")
-    if not storage.exists(manifest_uri):
-        raise UnlearnError(f"{scope_uri}: no manifest.json — not a DataScope folder; "
-                           "create one with `unlearnops scope resolve`")
-    manifest = ScopeManifest.model_validate(storage.read_json(manifest_uri))
+    try:
+        manifest = read_manifest(scope_uri)
+    except DocumentError as err:
+        raise UnlearnError(f"{scope_uri}: not a DataScope folder ({err})") from None
     counts = {name: info.count for name, info in manifest.sets.items()}
     if not counts.get("forget"):
         raise UnlearnError(f"{scope_uri}: the forget set is empty — nothing to unlearn")
