@@ -1,5 +1,7 @@
 """The one reader of every document that crosses steps: each read is validated against its model.
 
+The DataScope folder (manifest + one JSONL file per set) is read here too, by every step.
+
 A step never reaches into another step's JSON by a guessed key: it reads the folder the other
 step wrote through these functions and gets the typed document (:mod:`unlearnops.types`) — or a
 :class:`DocumentError` saying which file is missing or malformed and which step writes it.
@@ -7,7 +9,8 @@ step wrote through these functions and gets the typed document (:mod:`unlearnops
 
 from __future__ import annotations
 
-from typing import TypeVar
+import json
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -42,3 +45,13 @@ def read_report(folder_uri: str) -> EvalReport:
 def read_manifest(scope_uri: str) -> ScopeManifest:
     """The scope step's ``manifest.json`` in the DataScope folder ``scope_uri``."""
     return read_document(ScopeManifest, storage.join(scope_uri, MANIFEST_FILE), "`unlearnops scope resolve`")
+
+
+def read_scope_set(scope_uri: str, name: str) -> list[dict[str, Any]]:
+    """The records of one set of the DataScope ``scope_uri``, from the file its manifest names."""
+    manifest = read_manifest(scope_uri)
+    if name not in manifest.sets:
+        raise DocumentError(f"{scope_uri}: the DataScope has no {name!r} set (it has "
+                            f"{', '.join(sorted(manifest.sets))}); resolve it again")
+    text = storage.read_text(storage.join(scope_uri, manifest.sets[name].file))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

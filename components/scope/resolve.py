@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from unlearnops import storage
+from unlearnops import documents, storage
 from unlearnops.keyed_hash import selector_hashes
 from unlearnops.settings import apply_runtime_env, get_settings, runtime_env
 from unlearnops.suppression import SuppressionList
@@ -385,16 +385,13 @@ def read_set(scope_uri: str, name: str) -> list[dict[str, Any]]:
     """The records of one set (forget, retain, neighbor, holdout, paraphrase) of a DataScope."""
     if name not in WRITTEN_SETS:
         raise ScopeError(f"unknown set {name!r}; sets are {', '.join(WRITTEN_SETS)}")
-    manifest_uri = storage.join(scope_uri, "manifest.json")
-    if not storage.exists(manifest_uri):
-        raise ScopeError(f"{scope_uri} is not a complete DataScope (no manifest.json); resolve it again")
-    manifest = ScopeManifest.model_validate(storage.read_json(manifest_uri))
-    text = storage.read_text(storage.join(scope_uri, manifest.sets[name].file))
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    try:
+        return documents.read_scope_set(scope_uri, name)
+    except documents.DocumentError as err:
+        raise ScopeError(f"{scope_uri} is not a complete DataScope ({err}); resolve it again") from None
 
 
-def read_manifest(scope_uri: str) -> ScopeManifest:
-    return ScopeManifest.model_validate(storage.read_json(storage.join(scope_uri, "manifest.json")))
+read_manifest = documents.read_manifest
 
 
 # ------------------------------------------------------------------ the step

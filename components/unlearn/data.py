@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unlearnops import documents
 from unlearnops.textformat import Encoded, collate, encode_record
 
 FORGET, FORGET_IDK, FORGET_ALT, RETAIN = "forget", "forget_idk", "forget_alt", "retain"
@@ -48,14 +49,15 @@ TRAINABLE_SETS: tuple[str, ...] = ("forget", "retain")
 
 def read_scope_sets(scope_uri: str, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """Read the named trainable sets of a DataScope folder (see :data:`TRAINABLE_SETS`)."""
-    from unlearnops.components.scope.resolve import read_set
-
     held_out = sorted(set(names) - set(TRAINABLE_SETS))
     if held_out:
         raise DataError(f"training may read only the {' and '.join(TRAINABLE_SETS)} sets of a scope, "
                         f"not {held_out}: those are held out for evaluation")
 
-    return {name: list(read_set(scope_uri, name)) for name in names}
+    try:
+        return {name: documents.read_scope_set(scope_uri, name) for name in names}
+    except documents.DocumentError as err:
+        raise DataError(f"{err}") from None
 
 
 def encode_records(tokenizer: Any, records: Sequence[Mapping[str, Any]], max_length: int | None,
