@@ -81,16 +81,21 @@ def test_stub_rejects_parameters_the_pipeline_does_not_have(stub: KfpApiStub) ->
 def test_cli_submit_and_schedule(stub: KfpApiStub, tmp_path) -> None:
     _load_plugins()
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"gates": []}))
+    gates = {"gates": [{"metric": "forget.prob", "max": 0.5}]}
+    policy.write_text(yaml.safe_dump(gates))
     runner = CliRunner()
     res = runner.invoke(app, ["submit", "--host", stub.url, "-r", "req-9", "--corpus", "s3://d/c",
-                              "--param", "beta=0.2", "--param", "note=x", "--policy", str(policy),
+                              "--param", "beta=0.2", "--param", "train.steps=5", "--policy", str(policy),
                               "--workers", "2", "--use-gpu"])
     assert res.exit_code == 0, res.output
     params = stub.calls("POST", "/runs")[0].body["runtime_config"]["parameters"]
-    assert params["request_ids"] == ["req-9"] and params["method_params"] == {"beta": 0.2, "note": "x"}
+    assert params["request_ids"] == ["req-9"]
+    assert params["method_params"] == {"beta": 0.2, "train": {"steps": 5}}
     assert params["workers"] == 2 and params["use_gpu"] is True
-    assert yaml.safe_load(params["policy_yaml"]) == {"gates": []}
+    assert yaml.safe_load(params["policy_yaml"]) == gates
+    bad = runner.invoke(app, ["submit", "--host", stub.url, "-r", "req-9", "--corpus", "s3://d/c",
+                              "--param", "note=x"])  # refused before anything reaches the cluster
+    assert bad.exit_code == 2 and "note" in bad.output and len(stub.calls("POST", "/runs")) == 1
     res = runner.invoke(app, ["schedule", "--host", stub.url, "--corpus", "s3://d/c",
                               "--cron", "0 30 1 * * *"])
     assert res.exit_code == 0, res.output
