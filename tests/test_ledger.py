@@ -311,6 +311,30 @@ def test_audit_chain_detects_an_edited_or_deleted_row(ledger: Ledger) -> None:
     assert any("request b" in p and "not the one its audit trail ends in" in p for p in problems)
 
 
+def test_override_is_an_audit_event_on_each_request(ledger: Ledger) -> None:
+    """Issue 12: an operator's override is in the hash chain of each request; status unchanged."""
+    ledger.file(make_request("a"), actor="clerk")
+    ledger.file(make_request("b", selectors={"subject_ids": ["p9"]}), actor="clerk")
+    approve(ledger, "a")
+    details = {"model": "m", "report_uri": "/r", "from": "failed", "to": "passed"}
+    kwargs = {"actor": "ana.ops", "reason": "MIA gap within noise (INC-42)", "code": "gate-override",
+              "details": details}
+    with pytest.raises(RequestNotFound, match="nope"):  # all or nothing
+        ledger.record_override(["a", "nope"], **kwargs)  # type: ignore[arg-type]
+    assert ledger.verify_chain().events == 4
+    out = ledger.record_override(["a", "b"], **kwargs)  # type: ignore[arg-type]
+    assert [r.status for r in out] == [S.approved, S.received]
+    for req in out:
+        last = req.history[-1]
+        assert (last.event, last.actor, last.code) == ("override", "ana.ops", "gate-override")
+        assert last.status == req.status and last.reason.startswith("MIA gap")
+    ledger.record_override(["a", "b"], **kwargs)  # type: ignore[arg-type]  # a retry: recorded once
+    report = ledger.verify_chain()
+    assert report.ok and report.events == 6, report.problems
+    with pytest.raises(GuardRefused, match="operator"):
+        ledger.record_override(["a"], **{**kwargs, "actor": " "})  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------ queries
 def test_list_and_pending_until(ledger: Ledger) -> None:
     base = datetime(2026, 3, 1, tzinfo=UTC)

@@ -10,7 +10,8 @@ import pytest
 from unlearnops.components.register import register as reg
 
 from unlearnops import modelio, storage
-from unlearnops.types import EvalReport, GateResult, GateVerdict, ScopeManifest, SetInfo
+from unlearnops.ledger import Ledger
+from unlearnops.types import EvalReport, ForgetRequest, GateResult, GateVerdict, ScopeManifest, SetInfo
 
 
 def _verdict(passed: bool) -> GateVerdict:
@@ -200,15 +201,24 @@ def test_gate_override_only_from_report(mlflow_embedded: str, tiny_model_factory
     with pytest.raises(reg.RegistrationError, match="needs the report"):
         reg.register_model(str(base), "g",
                            gate_override=reg.GateOverride("passed", "ana", "legal approved it"))
-    out = runner.invoke(cli.app, ["register", "--model", str(base), "--name", "g", "--report", failed,
-                                  "--override-gate", "passed", "--operator", "ana.ops",
-                                  "--reason", "MIA gap within noise; reviewed in INC-42"])
+    override = ["register", "--model", str(base), "--name", "g", "--report", failed, "--override-gate",
+                "passed", "--operator", "ana.ops", "--reason", "MIA gap within noise; reviewed in INC-42"]
+    unknown = runner.invoke(cli.app, [*override, "--request", "nope"])
+    assert unknown.exit_code == 2 and "no request 'nope'" in unknown.output, unknown.output
+    with Ledger() as ledger:
+        ledger.file(ForgetRequest(id="r1", kind="subject", selectors={"subject_ids": ["p1"]},
+                                  legal_basis="gdpr-art17", requester="dpo@example.org"), actor="clerk")
+    out = runner.invoke(cli.app, [*override, "--request", "r1"])
     assert out.exit_code == 0, out.output
     tags = _tags_of("g", "1")
     assert tags[reg.GATE_TAG] == "passed" and tags[reg.REPORT_VERDICT_TAG] == "failed"
     detail = json.loads(tags[reg.OVERRIDE_TAG])
     assert detail["operator"] == "ana.ops" and detail["reason"].startswith("MIA gap")
     assert detail["report_uri"] == failed and detail["from"] == "failed"
+    with Ledger() as ledger:  # the override is in the ledger's hash chain too
+        last = ledger.get("r1").history[-1]
+        assert (last.event, last.actor, last.code) == ("override", "ana.ops", "gate-override")
+        assert last.reason.startswith("MIA gap") and ledger.verify_chain().ok
 
 
 def _tags_of(name: str, version: str) -> dict[str, str]:

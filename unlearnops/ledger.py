@@ -8,8 +8,9 @@ Stored through SQLAlchemy 2 (a SQLite file by default, PostgreSQL by URL) in thr
 - ``request_selectors``: the raw selectors, kept apart and overwritten when the request reaches
   a final status (completed, denied, cancelled); SQLite runs with ``secure_delete`` so the old
   bytes are zeroed on disk, and the database file is made 0600;
-- ``audit_events``: append-only, one row per event (filing, status move, extension, purge), each
-  carrying the SHA-256 of the previous event (a hash chain over the whole ledger):
+- ``audit_events``: append-only, one row per event (filing, status move, extension, purge,
+  an operator's override such as a gate verdict changed at registration), each carrying the
+  SHA-256 of the previous event (a hash chain over the whole ledger):
   :meth:`Ledger.verify_chain` finds an edited, inserted or deleted row.
 
 Guards live here, not in the callers (:class:`GuardRefused`): nothing runs unapproved, the
@@ -471,6 +472,38 @@ class Ledger:
                 return self._fresh(conn, request_id)
 
         return self._retry(attempt)
+
+    def record_override(self, request_ids: Iterable[str], *, actor: str, reason: str, code: str,
+                        details: dict[str, str]) -> _Requests:
+        """Record an operator's override (e.g. of a gate verdict) on each request; status unchanged.
+
+        One ``override`` audit event per request, all in one transaction (an unknown request
+        records nothing); the same override (actor, reason, code, details) is not recorded twice.
+        """
+        ids = list(dict.fromkeys(request_ids))
+        if not actor.strip() or not reason.strip():
+            raise GuardRefused("an override needs the operator who made it and a reason")
+
+        def attempt() -> _Requests:
+            with self.engine.begin() as conn:
+                rows = [self._locked(conn, rid) for rid in ids]
+                for row in rows:
+                    if self._has_override(conn, row.id, actor, reason, code, details):
+                        continue
+                    self._update(conn, row, {"version": row.version + 1})
+                    self._append(conn, row.id, "override", RequestStatus(row.status), reason=reason,
+                                 code=code, actor=actor, details=details)
+                return [self._fresh(conn, rid) for rid in ids]
+
+        return self._retry(attempt)
+
+    @staticmethod
+    def _has_override(conn: Connection, request_id: str, actor: str, reason: str, code: str,
+                      details: dict[str, str]) -> bool:
+        found = conn.execute(select(audit_table.c.details).where(
+            audit_table.c.request_id == request_id, audit_table.c.event == "override",
+            audit_table.c.actor == actor, audit_table.c.reason == reason, audit_table.c.code == code))
+        return any(d == details for (d,) in found)
 
     def _locked(self, conn: Connection, request_id: str) -> Row[Any]:
         row = conn.execute(

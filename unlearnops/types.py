@@ -131,11 +131,12 @@ class Selectors(Doc):
 
 
 class StatusChange(Doc):
-    """One audit event of a request: a status move, a filing, an extension or a purge."""
+    """One audit event of a request: a status move, a filing, an extension, a purge or an
+    operator's override (e.g. of a gate verdict; the status stays)."""
 
     at: datetime
     status: RequestStatus
-    event: Literal["filed", "status", "extended", "purged", "scheduled"] = "status"
+    event: Literal["filed", "status", "extended", "purged", "scheduled", "override"] = "status"
     reason: str = ""
     code: str = Field("", description="reason code (denial, hold, or e.g. 'gates-failed')")
     actor: str = ""

@@ -81,16 +81,41 @@ class GateOverride:
         if self.gate == report_verdict:
             raise RegistrationError(f"the report's verdict is already {report_verdict}: nothing to override")
 
+    def detail(self, report_uri: str, report_verdict: str) -> dict[str, str]:
+        """Who overrode which report's verdict, from what to what, and why (credentials masked)."""
+        from unlearnops.masking import mask_secrets
+
+        return {"operator": self.operator.strip(), "reason": mask_secrets(self.reason.strip())[:1000],
+                "report_uri": mask_secrets(report_uri), "from": report_verdict, "to": self.gate}
+
     def record(self, report_uri: str, report_verdict: str) -> dict[str, str]:
         """Registry tags: the verdict used, the report's own verdict, and who overrode it why."""
         from datetime import UTC, datetime
 
-        from unlearnops.masking import mask_secrets
-
-        detail = {"operator": self.operator.strip(), "reason": mask_secrets(self.reason.strip())[:1000],
-                  "report_uri": mask_secrets(report_uri), "from": report_verdict, "to": self.gate,
+        detail = {**self.detail(report_uri, report_verdict),
                   "at": datetime.now(UTC).isoformat(timespec="seconds")}
         return {REPORT_VERDICT_TAG: report_verdict, OVERRIDE_TAG: json.dumps(detail, sort_keys=True)}
+
+    def record_in_ledger(self, request_ids: list[str], report_uri: str, report_verdict: str,
+                         model_name: str) -> None:
+        """One ``override`` audit event (code ``gate-override``) on each request the version serves.
+
+        Written before the version exists, so no overridden version lacks its ledger trace; the
+        same override is recorded once however often registration is retried.
+        """
+        if not request_ids:
+            return
+        from unlearnops.ledger import Ledger, RequestNotFound
+
+        detail = self.detail(report_uri, report_verdict)
+        events = {"model": model_name, **{k: detail[k] for k in ("report_uri", "from", "to")}}
+        try:
+            with Ledger() as ledger:
+                ledger.record_override(request_ids, actor=detail["operator"], reason=detail["reason"],
+                                       code="gate-override", details=events)
+        except RequestNotFound as err:
+            raise RegistrationError(f"{err}: a gate override is recorded on every --request, "
+                                    "so each must be in the ledger") from None
 
 
 class HFCausalLM(mlflow.pyfunc.PythonModel):
@@ -277,7 +302,8 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
     ``parent_version`` defaults to training.json's parent (when it names the same registered
     model); ``gate`` defaults to the report's verdict and may not contradict it: only a
     ``gate_override`` (named operator, reason, the report's own URI) changes a verdict, and it is
-    recorded as tags (``unlearnops.gate.override``, ``unlearnops.gate.report_verdict``).
+    recorded as tags (``unlearnops.gate.override``, ``unlearnops.gate.report_verdict``) and as an
+    ``override`` event in the ledger on each of ``request_ids``.
     Returns ``ModelRef(name, version)``.
     """
     if not _NAME.match(name):
@@ -318,6 +344,8 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
                 client.get_model_version(name, parent)
             except mlflow.exceptions.MlflowException as err:
                 raise RegistrationError(f"parent models:/{name}/{parent} is not registered: {err}") from err
+        if gate_override is not None:
+            gate_override.record_in_ledger(requests, str(report_uri), str(verdict), name)
         tags = {PARENT_TAG: parent, REQUESTS_TAG: ",".join(requests), SCOPE_TAG: scope_sha,
                 METHOD_TAG: (training or {}).get("method") or ("base" if training is None else None),
                 GATE_TAG: gate, KFP_TAG: kfp_run_id, FINGERPRINT_TAG: fp, **override_tags}
