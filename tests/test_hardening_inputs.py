@@ -156,8 +156,6 @@ def test_policies_load_or_fail_cleanly(text: str) -> None:
 SEGMENT = st.sampled_from(["..", ".", "a", "b", "..a", "x..", "%2e%2e", ""])
 
 
-@pytest.mark.xfail(reason="path traversal in storage.download_dir (issue 12) is h1-typed's fix in "
-                          "unlearnops/storage.py, not landed when this test was written", strict=False)
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(segments=st.lists(SEGMENT, min_size=1, max_size=5))
 def test_s3_keys_never_write_outside_the_destination(segments: list[str], monkeypatch: pytest.MonkeyPatch,
