@@ -105,3 +105,17 @@ def test_scope_never_uses_suppressed_records(unlearnops_home: Path, bench_data: 
     used = {r["id"] for name in manifest.sets if name != "forget" for r in read_set(out, name)}
     assert not used & {r["id"] for r in erased}
     assert any("suppression list" in n for n in manifest.options["notes"])
+
+
+def test_training_reader_skips_suppressed_records_and_people(unlearnops_home: Path, tmp_path: Path) -> None:
+    from unlearnops.components.unlearn.benchmark_models import read_training_records, training_people
+
+    root = str(tmp_path / "corpus")
+    _corpus(root)
+    assert {r["id"] for r in read_training_records(root)} == {"q1", "q2", "b1", "g1"}
+    suppression.add_entry("run-a", ["erase-1"], suppression.keyed_hashes(["p1"]), [RECORDS[0], RECORDS[2]])
+    records = read_training_records(root)  # the JSONL and the Parquet shard alike
+    assert {r["id"] for r in records} == {"q2", "g1"}
+    assert [p["subject_id"] for p in training_people(root, records)] == ["p2"]
+    kept, left_out = suppression.unsuppressed(RECORDS)
+    assert [r["id"] for r in kept] == ["q2", "g1"] and left_out == 2

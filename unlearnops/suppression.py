@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field
 
@@ -23,7 +23,9 @@ from .keyed_hash import installation_secret, keyed_hash, keyed_hashes, request_t
 from .settings import get_settings
 from .types import Doc, utcnow
 
-__all__ = ["SuppressionList", "add_entry", "content_sha256", "keyed_hashes", "record_keys"]
+__all__ = ["SuppressionList", "add_entry", "content_sha256", "keyed_hashes", "record_keys", "unsuppressed"]
+
+R = TypeVar("R", bound=Mapping[str, Any])
 
 
 def content_sha256(record: Mapping[str, Any]) -> str:
@@ -92,5 +94,15 @@ class SuppressionList:
             return False
         return any(keyed_hash(k, key=self._key) in self.hashes for k in record_keys(record))
 
-    def keep(self, records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        return [r for r in records if not self.suppressed(r)]
+
+
+def unsuppressed(records: Iterable[R], listed: SuppressionList | None = None) -> tuple[list[R], int]:
+    """The records not on the suppression list (the stored one unless given), and how many were left out.
+
+    The one filter of every data reader — scope resolution, the benchmark's training reader — so an
+    erased record is never read again, not even as retain data.
+    """
+    listed = SuppressionList.load() if listed is None else listed
+    rows = list(records)
+    kept = [r for r in rows if not listed.suppressed(r)]
+    return kept, len(rows) - len(kept)

@@ -27,7 +27,7 @@ from typing import Any
 from unlearnops import documents, storage
 from unlearnops.keyed_hash import selector_hashes
 from unlearnops.settings import apply_runtime_env, get_settings, runtime_env
-from unlearnops.suppression import SuppressionList
+from unlearnops.suppression import SuppressionList, unsuppressed
 from unlearnops.types import SCOPE_SETS, ForgetRequest, RequestKind, ScopeManifest, SetInfo, SourceShard
 
 from .match import Matcher, build_matcher, content_sha256, json_forms, words_regex
@@ -324,7 +324,7 @@ def _general_text(corpus_uri: str) -> list[dict[str, Any]]:
     uri = storage.join(corpus_uri, f"eval/{GENERAL_TEXT}.jsonl")
     if not storage.exists(uri):
         return []
-    return [json.loads(line) for line in storage.iter_lines(uri) if line.strip()]
+    return unsuppressed(json.loads(line) for line in storage.iter_lines(uri) if line.strip())[0]
 
 
 def _enrich(records: list[dict[str, Any]], para: dict[str, dict[str, Any]],
@@ -511,8 +511,8 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
 def _unsuppressed(*sets: list[dict[str, Any]]) -> tuple[Any, ...]:
     """Each set without the records on the suppression list; the number left out comes last."""
     listed = SuppressionList.load()
-    kept = [[r for r in rows if not listed.suppressed(r)] for rows in sets]
-    return (*kept, sum(len(a) - len(b) for a, b in zip(sets, kept, strict=True)))
+    filtered = [unsuppressed(rows, listed) for rows in sets]
+    return (*(kept for kept, _ in filtered), sum(n for _, n in filtered))
 
 
 def _pick_neighbors(forget: list[dict[str, Any]], forget_ids: set[str], pools: _Pools,

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from unlearnops import modelio, storage
+from unlearnops.suppression import unsuppressed
 from unlearnops.textformat import collate, encode_record, prompt_and_target
 from unlearnops.types import UnlearnSpec
 
@@ -90,7 +91,11 @@ def unlearn_defaults(method: str, preset: str = "tiny") -> dict[str, Any]:
 
 # ---------------------------------------------------------------- corpus
 def read_training_records(data_uri: str) -> list[dict[str, Any]]:
-    """Every record of the corpus's top-level training shards (``*.jsonl`` / ``*.parquet``)."""
+    """The corpus's top-level training shards (``*.jsonl`` / ``*.parquet``) without erased records.
+
+    Records on the suppression list (:func:`unlearnops.suppression.unsuppressed`) are skipped, so a
+    model built or retrained from the corpus never sees erased data again.
+    """
     from unlearnops.components.scope.shards import iter_lines, list_shards, parse_record
 
     shards = list_shards(data_uri)
@@ -102,16 +107,16 @@ def read_training_records(data_uri: str) -> list[dict[str, Any]]:
         for lineno, line in iter_lines(shard):
             if line.strip():
                 records.append(parse_record(line, shard, lineno))
-    return records
+    return unsuppressed(records)[0]
 
 
 def training_people(data_uri: str, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Training people (``people.jsonl`` when present, else the subject ids of the records)."""
+    """Training people (``people.jsonl`` when present, else the records' subject ids), erased ones skipped."""
     if storage.exists(storage.join(data_uri, "people.jsonl")):
         from unlearnops.data.generate import read_people
 
-        return sorted((p for p in read_people(data_uri) if p.get("split", "train") == "train"),
-                      key=lambda p: p["subject_id"])
+        people = unsuppressed(p for p in read_people(data_uri) if p.get("split", "train") == "train")[0]
+        return sorted(people, key=lambda p: p["subject_id"])
     ids = sorted({s for r in records for s in r.get("subject_ids", [])})
     return [{"subject_id": s, "name": ""} for s in ids]
 
