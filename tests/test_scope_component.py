@@ -82,3 +82,35 @@ def test_cli_bad_input_exits_2(bench_data: Path, tmp_path: Path, unlearnops_home
                                  "--out", str(blocker / "scope")])
     assert result.exit_code == 2 and "is a file" in result.output and result.exception is not None
     assert blocker.read_text() == "x"
+
+
+def test_cli_fold_accents_flag_and_setting(tmp_path: Path, unlearnops_home: Path, monkeypatch) -> None:
+    """Issue 12: accent folding of names is a setting (match_fold_accents) and a resolve flag."""
+    from unlearnops.settings import get_settings
+
+    _load_plugins()
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    texts = {"a": "José Alvarez signed", "b": "Jose Alvarez signed", "c": "JOSÉ  ALVAREZ, again",
+             **{f"f{i}": f"filler sentence number {i}" for i in range(30)}}
+    (corpus / "part-00000.jsonl").write_text("".join(
+        json.dumps({"id": k, "kind": "text", "text": t, "subject_ids": [], "source": "web"}) + "\n"
+        for k, t in texts.items()))
+    req = tmp_path / "r.yaml"
+    req.write_text("id: r\nkind: subject\nselectors: {names: [Jose Alvarez]}\nlegal_basis: other\n"
+                   "requester: t\n")
+
+    def forget(*flags: str) -> tuple[list[str], bool]:
+        out = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
+        result = CliRunner().invoke(app, ["scope", "resolve", "--request", str(req), "--corpus", str(corpus),
+                                          "--out", str(out), *flags])
+        assert result.exit_code == 0, result.output
+        ids = [r["id"] for r in read_set(str(out), "forget")]
+        return ids, read_manifest(str(out)).options["fold_accents"]
+
+    assert forget() == (["b"], False)  # accents kept by default
+    assert forget("--fold-accents") == (["a", "b", "c"], True)
+    monkeypatch.setenv("UNLEARNOPS_MATCH_FOLD_ACCENTS", "true")
+    get_settings.cache_clear()
+    assert forget() == (["a", "b", "c"], True)
+    assert forget("--no-fold-accents") == (["b"], False)

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         0, ge=0, description="keep a run's working data (scope sets, checkpoints) this many days "
                              "(0: delete it when the run ends)")
     actor: str | None = Field(None, description="who you are in the audit trail (default: the OS user)")
+    match_fold_accents: bool = Field(
+        False, description="scope: match names with accents dropped too ('Jose' finds 'José'); "
+                           "`scope resolve --fold-accents/--no-fold-accents` decides per run")
 
     @classmethod
     def settings_customise_sources(

@@ -50,6 +50,9 @@ def resolve(
     allow_large_scope: bool = typer.Option(False, "--allow-large-scope", help="accept over max-share"),
     seed: int = typer.Option(0, "--seed", help="sampling seed"),
     parallel: str = typer.Option("auto", "--parallel", help="auto, ray or local"),
+    fold_accents: bool | None = typer.Option(None, "--fold-accents/--no-fold-accents",
+                                             help="names also match without accents ('Jose' finds "
+                                                  "'José'); default: the match_fold_accents setting"),
 ) -> None:
     """Resolve forget requests to forget/retain/retain_eval/neighbor/holdout/paraphrase sets + manifest."""
     from unlearnops.ledger import LedgerError
@@ -63,7 +66,7 @@ def resolve(
                                  retain_eval_multiple=retain_eval_multiple, neighbor_k=neighbor_k,
                                  max_share=max_share,
                                  allow_large_scope=allow_large_scope, seed=seed, parallel=parallel,
-                                 progress=True)
+                                 progress=True, fold_accents=fold_accents)
     except (ScopeError, ValueError) as err:
         raise fail(str(err)) from err
     except (StorageError, LedgerError) as err:

@@ -399,7 +399,8 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
                   retain_multiple: float = 2.0, retain_eval_multiple: float | None = None,
                   neighbor_k: int | None = None, max_share: float = 0.2,
                   allow_large_scope: bool = False, seed: int = 0, general_share: float = 0.5,
-                  parallel: str = "auto", progress: bool = False) -> ScopeManifest:
+                  parallel: str = "auto", progress: bool = False,
+                  fold_accents: bool | None = None) -> ScopeManifest:
     """Resolve ``requests`` against the corpus at ``corpus_uri`` and write the DataScope to ``out_uri``.
 
     Sizes: retain (the retain-train sample) = ceil(retain_multiple × |forget|), of which up to
@@ -407,8 +408,10 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
     retain, what utility is measured on) = ceil(retain_eval_multiple × |forget|) the same way
     (default: retain_multiple); neighbor = ``neighbor_k`` (default |forget|); holdout =
     |forget| QA records of ``holdout/`` when present. ``parallel``: ``auto`` (Ray from
-    :data:`RAY_MIN_BYTES`), ``ray`` or ``local``. Raises :class:`ScopeError` on bad input.
+    :data:`RAY_MIN_BYTES`), ``ray`` or ``local``. ``fold_accents``: names also match with accents
+    dropped (default: the ``match_fold_accents`` setting). Raises :class:`ScopeError` on bad input.
     """
+    fold = get_settings().match_fold_accents if fold_accents is None else fold_accents
     _check_options(requests, retain_multiple, neighbor_k, max_share, general_share)
     if retain_eval_multiple is not None and retain_eval_multiple < 0:
         raise ScopeError(f"retain_eval_multiple must be >= 0, got {retain_eval_multiple}")
@@ -420,7 +423,7 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
                           for s in r.selectors.subject_ids})
     names_of = _subject_names(corpus_uri, subject_ids)
     examples = {i: _load_examples(r) for i, r in enumerate(requests) if r.kind == RequestKind.examples}
-    matcher: Matcher = build_matcher(requests, names_of, examples)
+    matcher: Matcher = build_matcher(requests, names_of, examples, fold_accents=fold)
     mode = _choose_mode(parallel, shards)
     found = _Found(len(requests))
     with _Runner(mode) as runner:
@@ -499,7 +502,7 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
                             RETAIN_EVAL: "disjoint retain-eval sample: utility is measured here"},
             "neighbor_k": k, "max_share": max_share,
             "allow_large_scope": allow_large_scope, "general_share": general_share, "parallel": mode,
-            "prefilter": not matcher.prefilter.full, "corpus_records": found.total,
+            "prefilter": not matcher.prefilter.full, "fold_accents": fold, "corpus_records": found.total,
             "matches_per_request": {r.id: found.per_request[i] for i, r in enumerate(requests)},
             "names_from_people_file": len(names_of), "notes": notes,
             "content_sha256": "sha256 of text, else of question + '\\n' + answer (UTF-8)",
