@@ -116,15 +116,16 @@ def unlearn(scope: str, base: str, method: str, mode: str, out: Path) -> dict[st
     """Run one method in-process (world size 1); returns the training summary."""
     from unlearnops.components.unlearn.runner import run_unlearning
 
+    from unlearnops.documents import read_training
     from unlearnops.types import UnlearnSpec
 
     started = time.perf_counter()
     spec = UnlearnSpec(method=method, params=method_params(method, mode), seed=0,
                        compute={"torch_threads": threads()})
     run_unlearning(spec, scope, base, str(out), local=True, calibrate=mode == "calibrated")
-    summary = json.loads((out / "training.json").read_text())
-    return {"wall_seconds": time.perf_counter() - started, "steps": summary.get("steps"),
-            "stopping": summary.get("stopping")}
+    summary = read_training(str(out))
+    return {"wall_seconds": time.perf_counter() - started, "steps": summary.steps,
+            "stopping": summary.stopping.model_dump(mode="json") if summary.stopping else None}
 
 
 def evaluate(paths: dict[str, str], model: str, out: Path, base: str | None = None,

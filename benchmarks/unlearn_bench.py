@@ -172,17 +172,18 @@ def ray_runs(paths: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["UNLEARNOPS_HOME"] = str(Path(tmp) / "home")
+        from unlearnops.documents import read_training
         from unlearnops.settings import get_settings
 
         get_settings.cache_clear()
         for workers in (1, 2):
             spec = UnlearnSpec(method="npo", params=spec_params(), compute={"workers": workers})
             result = run_unlearning(spec, paths["scope"], paths["model"], str(Path(tmp) / f"w{workers}"))
-            meta = json.loads((Path(tmp) / f"w{workers}" / "training.json").read_text())
+            meta = read_training(result.model_uri)
+            compute_s, tokens = float(meta.compute_seconds or 0.0), float(meta.tokens or 0)
             out[f"workers_{workers}"] = {
-                "wall_s": result.wall_seconds, "compute_s": meta["compute_seconds"],
-                "tokens_per_s": meta["tokens"] / meta["compute_seconds"],
-                "fixed_cost_s": result.wall_seconds - meta["compute_seconds"],
+                "wall_s": result.wall_seconds, "compute_s": compute_s, "tokens_per_s": tokens / compute_s,
+                "fixed_cost_s": result.wall_seconds - compute_s,
             }
     out["speedup_2_vs_1"] = out["workers_2"]["tokens_per_s"] / out["workers_1"]["tokens_per_s"]
     out["fixed_cost_s"] = out["workers_1"]["fixed_cost_s"]

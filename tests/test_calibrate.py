@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 from unlearnops.components.unlearn import calibrate
+
+from unlearnops import documents
 
 
 def test_nothing_to_calibrate_on_an_untrained_model(mini_unlearn: dict[str, Path]) -> None:
@@ -41,9 +42,11 @@ def test_default_run_stops_at_the_holdout_level(tiny_models: Path, tiny_scope: P
     params["train"].update(lr=3e-4, probe_every=2)
     run_unlearning(UnlearnSpec(method="npo", params=params), str(tiny_scope), base, str(tmp_path / "out"),
                    local=True)  # no stop_when: calibrated by default
-    stopping = json.loads((tmp_path / "out" / "training.json").read_text())["stopping"]
-    assert stopping["mode"] == "calibrated" and stopping["stop_when"]["forget_prob_max"] < 0.3
-    assert stopping["kept_step"] <= stopping["last_step"] and stopping["kept_why"]
+    stopping = documents.read_training(str(tmp_path / "out")).stopping  # the trainer's record, validated
+    assert stopping is not None and stopping.mode == "calibrated" and stopping.stop_when is not None
+    assert stopping.stop_when["forget_prob_max"] < 0.3
+    assert stopping.kept_step is not None and stopping.last_step is not None
+    assert stopping.kept_step <= stopping.last_step and stopping.kept_why
     # the evaluation report says which checkpoint was kept and why
     from unlearnops.components.evaluate.evaluate import evaluate_model
     from unlearnops.components.evaluate.metrics import EvalOptions

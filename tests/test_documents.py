@@ -55,3 +55,22 @@ def test_malformed_model_config_is_bad_input(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("[1]")
     with pytest.raises(modelio.ModelError, match="not a JSON object"):
         modelio.check_model_dir(tmp_path, "m")
+
+
+def test_training_record_reader(tmp_path: Path) -> None:
+    """training.json is read as a TrainingRecord (stopping typed); none is None; a wrong one is refused."""
+    assert documents.find_training(str(tmp_path)) is None
+    with pytest.raises(documents.DocumentError, match="unlearnops unlearn"):
+        documents.read_training(str(tmp_path))
+    record = {"method": "npo", "steps": 4, "tokens": 120, "parent": {"name": "m", "version": "2"},
+              "stopping": {"mode": "calibrated", "stop_when": {"forget_prob_max": 0.2}, "holdout_level": 0.1,
+                           "kept_step": 2, "last_step": 4, "kept_why": "the first probe meeting it"}}
+    (tmp_path / "training.json").write_text(json.dumps(record))
+    training = documents.find_training(str(tmp_path))
+    assert training is not None and training.parent is not None and training.stopping is not None
+    assert (training.parent.version, training.stopping.kept_step, training.worker_seconds) == ("2", 2, None)
+    for wrong, problem in (({**record, "steps": "four"}, "steps"), ({**record, "stpes": 4}, "stpes"),
+                           ({**record, "stopping": {"mode": "sometimes"}}, "stopping.mode")):
+        (tmp_path / "training.json").write_text(json.dumps(wrong))
+        with pytest.raises(documents.DocumentError, match=f"not a valid TrainingRecord.*{problem}"):
+            documents.find_training(str(tmp_path))

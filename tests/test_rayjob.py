@@ -17,6 +17,7 @@ from unlearnops.components.unlearn import rayjob
 
 from tests.stubs.k8s_api import K8sApiStub
 from unlearnops import crds, storage
+from unlearnops.types import TrainingRecord
 
 RUN_ID = "3f6c1f5e-8f0e-4d59-9c39-2b8bd0f5a7c1"
 
@@ -167,7 +168,7 @@ def test_run_as_rayjob_end_to_end(tmp_path, monkeypatch: pytest.MonkeyPatch) -> 
                                         params={"beta": 0.1}, out_uri=out_uri, workers=2, use_gpu=True,
                                         api_client=stub.api_client(), poll_s=0.01, log=io.StringIO())
         created = stub.calls("POST", "/namespaces/team-a/rayjobs")[0].body
-    assert training == {"method": "npo", "steps": 3}
+    assert (training.method, training.steps) == ("npo", 3)  # the typed training.json
     assert created["metadata"]["name"] == rayjob.dns_name(RUN_ID)  # named after the run folder
     group = created["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert group["replicas"] == 2
@@ -186,7 +187,7 @@ def test_unlearn_component_runs_as_rayjob_inside_a_pod(monkeypatch):
 
     def fake_run_as_rayjob(**kwargs):
         calls.append(kwargs)
-        return {"parent": {"name": "people-qa", "version": "3"}}
+        return TrainingRecord(method="npo", parent={"name": "people-qa", "version": "3"})
 
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     monkeypatch.delenv("UNLEARNOPS_UNLEARN_BACKEND", raising=False)

@@ -11,7 +11,15 @@ from unlearnops.components.register import register as reg
 
 from unlearnops import modelio, storage
 from unlearnops.ledger import Ledger
-from unlearnops.types import EvalReport, ForgetRequest, GateResult, GateVerdict, ScopeManifest, SetInfo
+from unlearnops.types import (
+    EvalReport,
+    ForgetRequest,
+    GateResult,
+    GateVerdict,
+    ScopeManifest,
+    SetInfo,
+    TrainingRecord,
+)
 
 
 def _verdict(passed: bool) -> GateVerdict:
@@ -63,8 +71,8 @@ def test_report_helpers() -> None:
     assert reg.report_gate(report) == "failed" and reg.report_gate(None) is None
     assert reg.gate_reason_tags(report) == {
         "unlearnops.gate_failed.utility": "utility.model_utility 0.81 < 0.9"}
-    params = reg.training_params({"method": "npo", "params": {"beta": 0.1}, "versions": {"torch": "2"}})
-    assert params == {"method": "npo", "params.beta": "0.1", "versions.torch": "2"}
+    params = reg.training_params(TrainingRecord(method="npo", params={"beta": 0.1}, versions={"torch": "2"}))
+    assert params == {"method": "npo", "params.beta": "0.1", "versions.torch": "2", "stopped_early": "False"}
     assert reg.fingerprint("w", "s", "1") != reg.fingerprint("w", "s", None)
 
 

@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from . import storage
-from .types import EvalReport, ScopeManifest
+from .types import EvalReport, ScopeManifest, TrainingRecord
 
 D = TypeVar("D", bound=BaseModel)
 
-REPORT_FILE, MANIFEST_FILE = "report.json", "manifest.json"
+REPORT_FILE, MANIFEST_FILE, TRAINING_FILE = "report.json", "manifest.json", "training.json"
 
 
 class DocumentError(ValueError):
@@ -40,6 +40,16 @@ def read_document(model: type[D], uri: str, writer: str) -> D:
 def read_report(folder_uri: str) -> EvalReport:
     """The evaluate step's ``report.json`` in ``folder_uri``."""
     return read_document(EvalReport, storage.join(folder_uri, REPORT_FILE), "`unlearnops evaluate`")
+
+
+def read_training(model_uri: str) -> TrainingRecord:
+    """The unlearn step's ``training.json`` in the model folder ``model_uri``."""
+    return read_document(TrainingRecord, storage.join(model_uri, TRAINING_FILE), "`unlearnops unlearn`")
+
+
+def find_training(model_uri: str) -> TrainingRecord | None:
+    """The model folder's ``training.json``, or None when it has none (a model not unlearned here)."""
+    return read_training(model_uri) if storage.exists(storage.join(model_uri, TRAINING_FILE)) else None
 
 
 def read_manifest(scope_uri: str) -> ScopeManifest:

@@ -1,7 +1,8 @@
 """The documents that cross pipeline steps (pydantic models; JSON on storage).
 
 Each is read back through :mod:`unlearnops.documents`: ForgetRequest, DataScope, UnlearnSpec, UnlearnResult,
-EvalReport, GateVerdict, ModelRef (the certificate lives in :mod:`unlearnops.certificates`).
+TrainingRecord (training.json), EvalReport, GateVerdict, ModelRef (the certificate lives in
+:mod:`unlearnops.certificates`).
 """
 
 from __future__ import annotations
@@ -285,6 +286,60 @@ class UnlearnResult(Doc):
     parent: ModelRef | None = None
 
 
+class Stopping(Doc):
+    """training.json ``stopping``: how the run stopped (an expert ``stop_when``, calibrated on the
+    scope's holdout set by components/unlearn/calibrate.py, or the fixed steps) and which step's
+    weights were kept and why (components/unlearn/runner.py ``kept_why``)."""
+
+    mode: Literal["calibrated", "stop_when", "fixed steps"]
+    stop_when: dict[str, Any] | None = None
+    reason: str = ""
+    holdout_level: float | None = None
+    forget_level: float | None = None
+    band: float | None = None
+    kept_step: int | None = None
+    last_step: int | None = None
+    kept_why: str = ""
+
+
+class TrainingRecord(Doc):
+    """training.json of the unlearn step, beside the weights: what ran, what it cost, its curve and
+    probes, how it stopped, and its lineage (base model, parent version, DataScope).
+
+    Only ``method`` is required: fields a record does not hold are unknown (None/empty)."""
+
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
+    world_size: int | None = None
+    steps: int | None = None
+    total_steps: int | None = None
+    selected_step: int | None = None
+    tokens: int | None = None
+    worker_seconds: float | None = None
+    wall_seconds: float | None = None
+    compute_seconds: float | None = None
+    peak_memory_mb: float | None = None
+    curve: list[dict[str, Any]] = Field(default_factory=list, description="per step: loss, parts, lr, ...")
+    probes: list[dict[str, Any]] = Field(default_factory=list, description="per probe: forget/retain prob")
+    stopped_early: bool = False
+    stop_when: dict[str, Any] | None = None
+    stopping: Stopping | None = None
+    device: str | None = None
+    strategy: Literal["ddp", "fsdp"] | None = None
+    backend: Literal["local", "ray"] | None = None
+    train: dict[str, Any] = Field(default_factory=dict, description="the loop's TrainConfig")
+    examples: dict[str, int] = Field(default_factory=dict, description="records per set and probe")
+    run_name: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    parent: ModelRef | None = None
+    base_model_uri: str | None = None
+    resolved_base_uri: str | None = None
+    scope_uri: str | None = None
+    scope_sha256: str | None = None
+    request_ids: list[str] = Field(default_factory=list)
+
+
 # ------------------------------------------------------------------ registry
 class ModelRef(Doc):
     name: str
@@ -322,6 +377,7 @@ class GateVerdict(Doc):
 
 
 UnlearnResult.model_rebuild()
+TrainingRecord.model_rebuild()
 
 
 # ------------------------------------------------------------------ evaluation report (evaluate step)

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from unlearnops import modelio, storage
-from unlearnops.documents import DocumentError, read_manifest
-from unlearnops.types import EvalReport, ScopeManifest
+from unlearnops.documents import DocumentError, find_training, read_manifest
+from unlearnops.types import EvalReport, ScopeManifest, TrainingRecord
 
 from .gates import GatePolicy
 from .metrics import REGISTRY, EvalData, EvalOptions, ModelContext, plan, reported_metrics
@@ -110,7 +110,7 @@ class LoadedModel:
     uri: str
     path: Path
     scorer: ModelScorer
-    training: dict[str, Any] | None
+    training: TrainingRecord | None
 
 
 def load_role(stack: ExitStack, role: str, uri: str, options: EvalOptions, device: str,
@@ -121,8 +121,10 @@ def load_role(stack: ExitStack, role: str, uri: str, options: EvalOptions, devic
         raise EvalInputError(f"{role} model: {err}") from err
     model = modelio.load_model(path, device)
     tok = modelio.load_tokenizer(path)
-    training_file = path / "training.json"
-    training = json.loads(training_file.read_text()) if training_file.is_file() else None
+    try:
+        training = find_training(str(path))
+    except DocumentError as err:
+        raise EvalInputError(f"{role} model: {err}") from None
     scorer = ModelScorer(model, tok, device, options.batch_size, progress, role)
     return LoadedModel(role, uri, path, scorer, training)
 
@@ -192,10 +194,11 @@ def evaluate_model(model_uri: str, base_uri: str, scope_uri: str, out_uri: str, 
         models = {role: load_role(stack, role, uri, options, device, bars) for role, uri in roles.items()}
         seconds["load"] = time.perf_counter() - t0
         contexts = build_contexts(models, data)
-        stopping = (models["candidate"].training or {}).get("stopping")
-        if stopping and "kept_step" in stopping:
-            data.note(f"candidate: {stopping.get('mode')} stopping; kept step {stopping['kept_step']} of "
-                      f"{stopping['last_step']}: {stopping.get('kept_why')}")
+        training = models["candidate"].training
+        stopping = training.stopping if training else None
+        if stopping and stopping.kept_step is not None:
+            data.note(f"candidate: {stopping.mode} stopping; kept step {stopping.kept_step} of "
+                      f"{stopping.last_step}: {stopping.kept_why}")
         t1 = time.perf_counter()
         names = core_metrics()
         run_passes(contexts, names)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unlearnops import certificates, disposition, storage, suppression
+from unlearnops.documents import find_training
 from unlearnops.keyed_hash import request_tokens
-from unlearnops.types import EvalReport, ForgetRequest, RequestStatus, ScopeManifest
+from unlearnops.types import EvalReport, ForgetRequest, RequestStatus, ScopeManifest, TrainingRecord
 
 from .updates import RunPlan, _actor, _ledger, _safe_segment
 
@@ -27,7 +28,7 @@ class RunEvidence:
     """What the run folder says, read before the folder is disposed of."""
 
     manifest: ScopeManifest | None = None
-    training: dict[str, Any] = field(default_factory=dict)
+    training: TrainingRecord | None = None
     report: EvalReport | None = None
     weights_sha256: str = ""
     forget: list[dict[str, Any]] = field(default_factory=list)
@@ -41,7 +42,7 @@ def read_evidence(plan: RunPlan) -> RunEvidence:
     manifest = _json(storage.join(plan.scope_uri, "manifest.json"))
     report = _json(storage.join(plan.eval_uri, "report.json"))
     evidence = RunEvidence(ScopeManifest.model_validate(manifest) if manifest else None,
-                           _json(storage.join(plan.model_uri, "training.json")) or {},
+                           find_training(plan.model_uri),
                            EvalReport.model_validate(report) if report else None)
     if evidence.manifest and "forget" in evidence.manifest.sets:
         forget_uri = storage.join(plan.scope_uri, evidence.manifest.sets["forget"].file)
@@ -85,10 +86,11 @@ def certificate_body(req: ForgetRequest, run_id: str, evidence: RunEvidence,
     done = next(c for c in reversed(req.history)
                 if c.status == RequestStatus.completed and c.event == "status")
     approvals = [c.actor for c in req.history if c.status == RequestStatus.approved]
-    t, m = evidence.training, evidence.manifest
-    parent = (t.get("parent") or {}).get("version") or ""
+    m = evidence.manifest
+    t = evidence.training or TrainingRecord(method="")  # none: nothing known of the run
+    parent = t.parent.version or "" if t.parent else ""
     name, _, after = done.model_uri.removeprefix("models:/").rpartition("/")
-    params = json.dumps(t.get("params") or {}, sort_keys=True, separators=(",", ":"))
+    params = json.dumps(t.params, sort_keys=True, separators=(",", ":"))
     return certificates.CertificateBody(
         request=certificates.CertRequest(
             request_id=req.id, external_ref=req.external_ref, regime=req.legal_basis.value,
@@ -100,10 +102,10 @@ def certificate_body(req: ForgetRequest, run_id: str, evidence: RunEvidence,
                                          weights_sha256_after=evidence.weights_sha256,
                                          uri_after=done.model_uri)],
         method=certificates.CertMethod(
-            objective=str(t.get("method", "")), params_sha256=hashlib.sha256(params.encode()).hexdigest(),
-            seed=t.get("seed"), code_version=f"unlearnops {certificates.__version__}", run_id=run_id,
-            hardware={k: t[k] for k in ("device", "world_size", "strategy", "backend") if k in t},
-            duration_seconds=t.get("wall_seconds"), steps=t.get("steps")),
+            objective=t.method, params_sha256=hashlib.sha256(params.encode()).hexdigest(),
+            seed=t.seed, code_version=f"unlearnops {certificates.__version__}", run_id=run_id,
+            hardware=t.model_dump(include={"device", "world_size", "strategy", "backend"}, exclude_none=True),
+            duration_seconds=t.wall_seconds, steps=t.steps),
         verification=list(evidence.report.verdict.gates)
         if evidence.report and evidence.report.verdict else [],
         disposition=[certificates.CertDisposal(what=e.what, action=e.action, at=e.at, files=e.files,

@@ -34,9 +34,9 @@ import mlflow
 import mlflow.pyfunc
 
 from unlearnops import modelio, storage
-from unlearnops.documents import DocumentError, read_manifest, read_report
+from unlearnops.documents import DocumentError, find_training, read_manifest, read_report
 from unlearnops.settings import get_settings
-from unlearnops.types import EvalReport, ModelRef
+from unlearnops.types import EvalReport, ModelRef, TrainingRecord
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +157,6 @@ def fingerprint(weights: str, scope_sha: str | None, parent: str | None) -> str:
     return hashlib.sha256(f"{weights}|{scope_sha or ''}|{parent or ''}".encode()).hexdigest()
 
 
-def _read_json_opt(uri: str | None) -> dict[str, Any] | None:
-    if not uri or not storage.exists(uri):
-        return None
-    data = storage.read_json(uri)
-    return data if isinstance(data, dict) else None
-
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     if isinstance(value, dict):
@@ -206,24 +200,24 @@ def gate_reason_tags(report: EvalReport | None) -> dict[str, str]:
             if not g.passed and not g.skipped}
 
 
-def describe(name: str, training: dict[str, Any] | None, requests: list[str], gate: str | None,
+def describe(name: str, training: TrainingRecord | None, requests: list[str], gate: str | None,
              parent: str | None) -> str:
     """The version's description: what was unlearned from what, how, and the gate's verdict."""
-    if not training:
+    if training is None:
         return f"Base model of {name} (no unlearning)."
     what = f"requests {', '.join(requests)}" if requests else "a forget scope"
-    return (f"{training.get('method')} unlearning of {what} from version {parent or '?'} of {name}; "
-            f"{training.get('steps')} steps; gates {gate or 'not evaluated'}.")
+    return (f"{training.method} unlearning of {what} from version {parent or '?'} of {name}; "
+            f"{training.steps} steps; gates {gate or 'not evaluated'}.")
 
 
-def training_params(training: dict[str, Any] | None) -> dict[str, str]:
+def training_params(training: TrainingRecord | None) -> dict[str, str]:
     """Run params from training.json: method, hyper-parameters, seed, world size, versions, inputs."""
-    if not training:
+    if training is None:
         return {"kind": "base"}
-    keep = {k: training.get(k) for k in ("method", "seed", "world_size", "steps", "tokens", "base_model_uri",
-                                          "scope_uri", "stopped_early") if training.get(k) is not None}
-    flat = _flatten("", {**keep, "params": training.get("params") or {},
-                         "versions": training.get("versions") or {}}, {})
+    keep = training.model_dump(mode="json", include={"method", "seed", "world_size", "steps", "tokens",
+                                                     "base_model_uri", "scope_uri", "stopped_early"},
+                               exclude_none=True)
+    flat = _flatten("", {**keep, "params": training.params, "versions": training.versions}, {})
     return {k[:250]: json.dumps(v) if isinstance(v, list | dict) else str(v)[:6000] for k, v in flat.items()}
 
 
@@ -253,22 +247,22 @@ def signature() -> Any:
                           params=ParamSchema([ParamSpec("max_new_tokens", "long", 32)]))
 
 
-def _scope_sha(scope_uri: str | None, training: dict[str, Any] | None,
+def _scope_sha(scope_uri: str | None, training: TrainingRecord | None,
                report: EvalReport | None) -> str | None:
     if scope_uri:
         try:
             return read_manifest(scope_uri).sha256
         except DocumentError as err:
             raise RegistrationError(f"{err} (give the scope step's output folder)") from None
-    if training and training.get("scope_sha256"):
-        return str(training["scope_sha256"])
+    if training and training.scope_sha256:
+        return training.scope_sha256
     return report.scope_sha256 if report else None
 
 
-def _default_parent(name: str, training: dict[str, Any] | None) -> str | None:
-    parent = (training or {}).get("parent")
-    if isinstance(parent, dict) and parent.get("version") and parent.get("name") in (None, name):
-        return str(parent["version"])
+def _default_parent(name: str, training: TrainingRecord | None) -> str | None:
+    parent = training.parent if training else None
+    if parent and parent.version and parent.name == name:
+        return parent.version
     return None
 
 
@@ -315,7 +309,10 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
     requests = list(request_ids or [])
     client = _client()
     with modelio.LocalModel(model_uri) as model_dir:
-        training = _read_json_opt(str(model_dir / "training.json"))
+        try:
+            training = find_training(str(model_dir))
+        except DocumentError as err:
+            raise RegistrationError(f"{err} (the unlearn step writes it beside the weights)") from None
         try:
             report = read_report(report_uri) if report_uri else None
         except DocumentError as err:
@@ -347,7 +344,7 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
         if gate_override is not None:
             gate_override.record_in_ledger(requests, str(report_uri), str(verdict), name)
         tags = {PARENT_TAG: parent, REQUESTS_TAG: ",".join(requests), SCOPE_TAG: scope_sha,
-                METHOD_TAG: (training or {}).get("method") or ("base" if training is None else None),
+                METHOD_TAG: training.method if training else "base",
                 GATE_TAG: gate, KFP_TAG: kfp_run_id, FINGERPRINT_TAG: fp, **override_tags}
         tags = {k: str(v) for k, v in tags.items() if v not in (None, "")}
         tags.update(gate_reason_tags(report))
@@ -360,7 +357,7 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
     return ModelRef(name=name, version=version)
 
 
-def _log_and_register(name: str, model_dir: Path, training: dict[str, Any] | None,
+def _log_and_register(name: str, model_dir: Path, training: TrainingRecord | None,
                       report: EvalReport | None, report_uri: str | None, scope_uri: str | None,
                       tags: dict[str, str], description: str) -> Any:
     """One MLflow run: params, metrics, artifacts, the pyfunc model; then the registered version."""
@@ -373,7 +370,7 @@ def _log_and_register(name: str, model_dir: Path, training: dict[str, Any] | Non
         if report:
             mlflow.log_metrics(report_metrics(report))
         for key in ("steps", "tokens", "worker_seconds", "wall_seconds", "peak_memory_mb"):
-            value = (training or {}).get(key)
+            value = getattr(training, key) if training else None
             if isinstance(value, int | float) and not isinstance(value, bool):
                 mlflow.log_metric(f"training.{key}", float(value))
         mlflow.set_tags({k: v for k, v in tags.items() if k != FINGERPRINT_TAG})

@@ -29,7 +29,7 @@ def unlearn_op(scope_uri: str, model_uri: str, method: str, params: dict, out_ur
         training = run_as_rayjob(scope_uri=scope_uri, model_uri=model_uri, method=method,
                                  params=dict(params or {}), out_uri=out_uri, workers=workers,
                                  use_gpu=use_gpu, seed=seed, stop_when=dict(stop_when or {}))
-        return outputs(out_uri, str((training.get("parent") or {}).get("version") or ""))
+        return outputs(out_uri, training.parent.version or "" if training.parent else "")
     spec = UnlearnSpec(method=method, params=dict(params or {}), seed=seed,
                        compute={"workers": workers, "use_gpu": use_gpu})
     result = run_unlearning(spec, scope_uri, model_uri, out_uri, stop_when=dict(stop_when or {}))

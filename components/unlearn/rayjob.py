@@ -28,7 +28,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from unlearnops.types import TrainingRecord
 
 GROUP, VERSION, PLURAL, KIND = "ray.io", "v1", "rayjobs", "RayJob"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -329,7 +332,7 @@ def run_as_rayjob(*, scope_uri: str, model_uri: str, method: str, params: dict[s
                   stop_when: dict[str, Any] | None = None, run_id: str | None = None,
                   namespace: str | None = None, image: str | None = None, api_client: Any = None,
                   poll_s: float = 5.0, active_deadline_s: int = 6 * 3600, ttl_s: int = 600,
-                  log: TextIO = sys.stderr) -> dict[str, Any]:
+                  log: TextIO = sys.stderr) -> TrainingRecord:
     """Run the unlearn step as a RayJob and return its ``training.json`` (the same as a local run).
 
     ``run_id`` defaults to the KFP run id the pipeline puts in ``UNLEARNOPS_KFP_RUN_ID``, else the
@@ -337,7 +340,7 @@ def run_as_rayjob(*, scope_uri: str, model_uri: str, method: str, params: dict[s
     """
     from unlearnops.components import BASE_IMAGE, trainer_image
 
-    from unlearnops import storage
+    from unlearnops.documents import read_training
 
     rid = run_id or os.environ.get(RUN_ID_ENV) or out_uri.rstrip("/").split("/")[-2]
     ns = namespace or os.environ.get(NAMESPACE_ENV) or _pod_namespace()
@@ -354,7 +357,7 @@ def run_as_rayjob(*, scope_uri: str, model_uri: str, method: str, params: dict[s
     runner = RayJobRunner(api_client or _api_client(), namespace=ns, poll_s=poll_s, log=log)
     outcome = runner.run(manifest)
     print(f"RayJob {outcome.name} SUCCEEDED in {outcome.seconds:.0f}s", file=log)
-    return storage.read_json(storage.join(out_uri, "training.json"))
+    return read_training(out_uri)
 
 
 def _pod_namespace() -> str:

@@ -27,15 +27,13 @@ from typing import Any
 
 from unlearnops import modelio, storage
 from unlearnops.disposition import checkpoint_prefix
-from unlearnops.documents import DocumentError, read_manifest
+from unlearnops.documents import TRAINING_FILE, DocumentError, read_manifest
 from unlearnops.settings import get_settings, runtime_env
-from unlearnops.types import ModelRef, ScopeManifest, UnlearnResult, UnlearnSpec
+from unlearnops.types import ModelRef, ScopeManifest, TrainingRecord, UnlearnResult, UnlearnSpec
 
 from .job import StepHook, TrainConfig, TrainJob, check_params
 from .loop import RUN_FILE, train_local, train_loop_per_worker
 from .probes import check_stop_when
-
-TRAINING_FILE = "training.json"
 
 
 class UnlearnError(ValueError):
@@ -294,7 +292,8 @@ def run_unlearning(spec: UnlearnSpec, scope_uri: str, base_model_uri: str, out_u
                 "local" if local else "ray",
             "stopping": {**stopping, **kept_why(meta)},
         })
-        storage.write_json(str(folder / TRAINING_FILE), meta)
+        record = TrainingRecord.model_validate(meta)  # the document the other steps read back
+        storage.write_text(str(folder / TRAINING_FILE), record.model_dump_json(indent=2) + "\n")
         storage.upload_dir(folder, out_uri)
     return UnlearnResult(
         model_uri=out_uri, training_uri=storage.join(out_uri, TRAINING_FILE), method=spec.method,

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from unlearnops import textformat
+from unlearnops.types import TrainingRecord
 
 from ..scoring import ModelScorer, Pair, TFResult, target_tokens
 
@@ -215,7 +216,7 @@ class ModelContext:
     scorer: ModelScorer
     data: EvalData
     peers: dict[str, ModelContext]
-    training: dict[str, Any] | None = None
+    training: TrainingRecord | None = None
     model_path: Any = None
     values: dict[str, Any] = field(default_factory=dict)
     derived: dict[str, Any] = field(default_factory=dict)

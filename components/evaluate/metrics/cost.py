@@ -25,8 +25,7 @@ from . import ModelContext, metric
 
 
 def training_value(ctx: ModelContext, key: str) -> float | None:
-    t = ctx.training or {}
-    v = t.get(key)
+    v = getattr(ctx.training, key) if ctx.training else None
     return float(v) if isinstance(v, int | float) else None
 
 
