@@ -209,13 +209,16 @@ def test_ray_worker_killed_mid_run_resumes_from_checkpoint(mini, ray_plain, unle
 
 
 @pytest.mark.slow
-def test_ray_fsdp_strategy_trains_and_saves_the_full_model(mini, ray_local, unlearnops_home,
-                                                          tmp_path: Path) -> None:
+def test_ray_fsdp_strategy_trains_and_saves_the_full_model(mini, ray_local, unlearnops_home, tmp_path: Path,
+                                                          capfd, monkeypatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich takes stderr for a terminal: the driver shows progress
     spec = UnlearnSpec(method="npo", params={"train": {**FAST, "batch_size": 8, "steps": 2, "lr": 1e-2}},
                        compute={"workers": 2, "strategy": "fsdp"})
     run_unlearning(spec, str(mini["scope"]), str(mini["model"]), str(tmp_path / "out"))
     meta = json.loads((tmp_path / "out" / "training.json").read_text())
     assert meta["strategy"] == "fsdp" and meta["world_size"] == 2
+    shown = capfd.readouterr().err  # issue 12: a Ray run's training progress reaches the driver
+    assert "npo loss" in shown and "2/2" in shown, shown[-2000:]
     before, after = weights(mini["model"]), weights(tmp_path / "out")
     assert before.keys() == after.keys() and all(not torch.equal(before[k], after[k]) for k in before)
 

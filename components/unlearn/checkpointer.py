@@ -32,22 +32,33 @@ class Context:
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         return None
 
+    def progress(self, step: int, total: int, loss: float) -> None:
+        """After each step (the in-process loop shows its own bar)."""
+        return None
+
     @contextlib.contextmanager
     def checkpoint(self) -> Iterator[Path | None]:
         yield None
 
 
 class RayContext(Context):
-    """Inside a Ray Train worker: rank, world, device and checkpoints from ``ray.train``."""
+    """Inside a Ray Train worker: rank, world, device and checkpoints from ``ray.train``; rank 0
+    sends its progress to the driver's board (:mod:`.progress`) when there is one."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress_board: str | None = None) -> None:
         import ray.train
         import ray.train.torch
+
+        from .progress import ProgressSender
 
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.device = ray.train.torch.get_device()
+        self._progress = ProgressSender(progress_board if self.rank == 0 else None)
+
+    def progress(self, step: int, total: int, loss: float) -> None:
+        self._progress(step, total, loss)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         import ray.train

@@ -50,6 +50,7 @@ from .data import (
 )
 from .job import Preloaded, TrainConfig, TrainJob, lr_factor, method_params, total_steps
 from .probes import Prober
+from .progress import CONFIG_KEY
 from .state import TrainState
 
 RUN_FILE = "run.json"
@@ -332,8 +333,9 @@ class Trainer:
                 tick = time.perf_counter()
                 state.curve.append(self.train_step(caches))
                 state.compute_seconds += time.perf_counter() - tick
-                bar.update(task, completed=state.step,
-                           description=f"{self.spec.method} loss {state.curve[-1].get('loss', 0.0):.4f}")
+                loss = state.curve[-1].get("loss", 0.0)
+                bar.update(task, completed=state.step, description=f"{self.spec.method} loss {loss:.4f}")
+                self.ctx.progress(state.step, self.total, loss)
                 if self.prober.due(state.step, self.total):
                     state.stopped_early = self._probe() and state.step < self.total
                 ck = self.cfg.checkpoint_every
@@ -404,8 +406,11 @@ class Trainer:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train's ``train_loop_per_worker``: ``config`` is a dumped :class:`.job.TrainJob`."""
-    Trainer(TrainJob.model_validate(config), RayContext()).run()
+    """Ray Train's ``train_loop_per_worker``: ``config`` is a dumped :class:`.job.TrainJob` (plus the
+    driver's progress board, :data:`.progress.CONFIG_KEY`, when it shows one)."""
+    config = dict(config)
+    board = config.pop(CONFIG_KEY, None)
+    Trainer(TrainJob.model_validate(config), RayContext(board)).run()
 
 
 def train_local(job: TrainJob, pre: Preloaded | None = None, device: str | None = None) -> dict[str, Any]:

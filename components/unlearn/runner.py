@@ -34,6 +34,8 @@ from unlearnops.types import ModelRef, ScopeManifest, TrainingRecord, UnlearnRes
 from .job import StepHook, TrainConfig, TrainJob, check_params
 from .loop import RUN_FILE, train_local, train_loop_per_worker
 from .probes import check_stop_when
+from .progress import CONFIG_KEY as PROGRESS_KEY
+from .progress import driver_progress
 
 
 class UnlearnError(ValueError):
@@ -183,7 +185,16 @@ def storage_location(run_name: str) -> tuple[str, Any]:
 
 
 def run_ray(job: TrainJob, cfg: TrainConfig, run_name: str, dest: Path) -> None:
-    """Fit a TorchTrainer on ``job``; copy worker 0's final checkpoint (model + run.json) to ``dest``."""
+    """Fit a TorchTrainer on ``job``; copy worker 0's final checkpoint (model + run.json) to ``dest``.
+
+    On a terminal (and unless ``job.quiet``) the driver shows a progress bar with the loss, fed by
+    rank 0 through a small actor (:mod:`.progress`): Ray's worker output itself stays in its logs.
+    """
+    with (contextlib.nullcontext(None) if job.quiet else driver_progress(job.spec.method)) as board:
+        _fit_ray(job, cfg, run_name, dest, board)
+
+
+def _fit_ray(job: TrainJob, cfg: TrainConfig, run_name: str, dest: Path, board: str | None) -> None:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -192,9 +203,12 @@ def run_ray(job: TrainJob, cfg: TrainConfig, run_name: str, dest: Path) -> None:
     if compute.use_gpu:
         resources["GPU"] = 1
     storage_path, filesystem = storage_location(run_name)
+    config = job.model_dump(mode="json")
+    if board:
+        config[PROGRESS_KEY] = board
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=job.model_dump(mode="json"),
+        train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if compute.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=compute.workers, use_gpu=compute.use_gpu,
                                      resources_per_worker=resources),
