@@ -113,6 +113,12 @@ def test_post_install_job_schedules_the_batch(helm_render: Render) -> None:
     assert "--name=compliance-batch-nightly" in args and "--policy=/etc/unlearnops/policy.yaml" in args
     image = job["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.startswith("registry.example.com/ml/unlearnops@sha256:") and f"--image={image}" in args
+    cron = next(a for a in args if a.startswith("--cron=")).removeprefix("--cron=")
+    maps = _by_kind(helm_render(FULL))["ConfigMap"]
+    settings = next(c for c in maps if c["metadata"]["name"].endswith("-settings"))
+    assert settings["data"]["UNLEARNOPS_BATCH_CRON"] == cron  # the ledger's expected completion dates
+    unscheduled = _by_kind(helm_render(FULL, **{"pipelines.enabled": "false"}))["ConfigMap"]
+    assert all("UNLEARNOPS_BATCH_CRON" not in c["data"] for c in unscheduled)
 
 
 def test_network_policy_egress(helm_render: Render) -> None:

@@ -292,6 +292,22 @@ def test_due_flags() -> None:
     assert deadlines.days_left(now - timedelta(hours=5), now) == -1
 
 
+def test_next_batch_run_and_expected_completion() -> None:
+    from unlearnops import cron
+
+    night = datetime(2026, 3, 1, 2, tzinfo=UTC)
+    assert cron.next_run("0 0 2 * * *", night - timedelta(seconds=1)) == night  # KFP: seconds first
+    assert cron.next_run("0 0 2 * * *", night) == night + timedelta(days=1)  # strictly after
+    assert cron.next_run("30 4 * * 1", datetime(2026, 3, 1, 12)) == datetime(2026, 3, 2, 4, 30, tzinfo=UTC)
+    with pytest.raises(ValueError, match="seconds first"):
+        cron.check("0 0 25 * * *")
+    at = night + timedelta(days=9)
+    assert deadlines.expected_completion(S.approved, None, "0 0 2 * * *", night) == night + timedelta(days=1)
+    assert deadlines.expected_completion(S.scheduled, at, "0 0 2 * * *", night) == night + timedelta(days=1)
+    assert deadlines.expected_completion(S.scheduled, at, None, night) == at  # no schedule: --at
+    assert deadlines.expected_completion(S.received, None, "0 0 2 * * *", night) is None  # not approved
+
+
 # ------------------------------------------------------------------ the audit hash chain
 def test_audit_chain_detects_an_edited_or_deleted_row(ledger: Ledger) -> None:
     ledger.file(make_request("a"), actor="clerk")

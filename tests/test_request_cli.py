@@ -276,3 +276,27 @@ def test_list_flags_overdue_and_due_soon(unlearnops_home: Path, tmp_path: Path) 
     rows = {line.split()[0]: line for line in out.splitlines() if line.strip()[:4] in ids}
     assert code == 0 and "overdue" in rows["late"] and "due-soon" in rows["soon"]
     assert "overdue" not in rows["fine"] and "due-soon" not in rows["fine"]
+
+
+def test_expected_completion_is_the_next_batch_run(unlearnops_home: Path, request_file: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearnops.settings import get_settings
+
+    as_actor(monkeypatch, "alice")
+    assert invoke("request", "file", str(request_file))[0] == 0
+    assert invoke("request", "verify", "req-a")[0] == 0
+    as_actor(monkeypatch, "bob")
+    assert invoke("request", "approve", "req-a")[0] == 0
+    assert invoke("request", "schedule", "req-a", "--at", "2030-06-01T10:00:00Z")[0] == 0
+    code, out, _ = invoke("request", "show", "req-a")  # no batch schedule configured: the --at time
+    assert code == 0 and "expected completion: 2030-06-01 10:00 UTC (request schedule --at)" in out
+    monkeypatch.setenv("UNLEARNOPS_BATCH_CRON", "0 30 2 * * *")
+    get_settings.cache_clear()
+    code, out, _ = invoke("request", "show", "req-a")
+    shown = " ".join(out.split())
+    assert code == 0 and "02:30 UTC (next compliance-batch run, batch_cron '0 30 2 * * *')" in shown
+    expected = Ledger().get("req-a").expected_at
+    assert expected is not None and (expected.hour, expected.minute) == (2, 30)
+    assert Ledger().get("req-b").expected_at is None  # not approved: no run will pick it up
+    code, out, _ = invoke("request", "list", "--json")
+    assert code == 0 and [r["expected_at"] is not None for r in json.loads(out)] == [True, False]

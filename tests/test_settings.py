@@ -136,6 +136,21 @@ def test_bad_values_name_the_field(clean_env: pytest.MonkeyPatch, tmp_path: Path
         Settings()
 
 
+def test_batch_cron_is_checked_and_bad_settings_are_one_line(clean_env: pytest.MonkeyPatch) -> None:
+    from unlearnops.cli import settings_problem
+
+    clean_env.setenv("UNLEARNOPS_BATCH_CRON", "  0 0 2  * * * ")
+    assert Settings().batch_cron == "0 0 2 * * *" and settings_problem() == ""
+    clean_env.setenv("UNLEARNOPS_BATCH_CRON", "every night")
+    get_settings.cache_clear()
+    problem = settings_problem()  # what `unlearnops` prints before exiting 2 (no traceback)
+    assert problem.startswith("setting batch_cron (UNLEARNOPS_BATCH_CRON or the settings file): ")
+    assert "'every night' is not valid" in problem and "\n" not in problem
+    clean_env.setenv("UNLEARNOPS_CONFIG", "/nonexistent/settings.yaml")
+    get_settings.cache_clear()
+    assert "no such settings file" in settings_problem()
+
+
 def test_runtime_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("RAY_AUTH_MODE", "token")

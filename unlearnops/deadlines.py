@@ -6,6 +6,9 @@
   28 (29) February.
 - CCPA (Cal. Civ. Code §1798.130(a)(2)): 45 days from receipt, extendable once by 45 days.
 - Other bases (copyright, safety, other) have no statutory clock: the requested deadline stands.
+
+The expected completion of a request waiting for the batch (:func:`expected_completion`) is the
+next run of the configured compliance-batch schedule, else the time given to ``request schedule --at``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ from __future__ import annotations
 import calendar
 from datetime import datetime, timedelta
 
-from .types import LegalBasis
+from . import cron
+from .types import LegalBasis, RequestStatus
+
+#: statuses a compliance-batch run picks up (``Ledger.pending_until``)
+WAITING_FOR_BATCH = (RequestStatus.approved, RequestStatus.scheduled)
 
 DUE_SOON = timedelta(days=7)
 
@@ -59,3 +66,12 @@ def flag(due: datetime | None, now: datetime) -> str:
 def days_left(due: datetime | None, now: datetime) -> int | None:
     """Whole days until ``due`` (negative when overdue)."""
     return None if due is None else (due - now) // timedelta(days=1)
+
+
+def expected_completion(status: RequestStatus, scheduled_at: datetime | None, batch_cron: str | None,
+                        now: datetime) -> datetime | None:
+    """When the request should be completed: the batch schedule's next run after ``now`` for an
+    approved or scheduled request (the run that will pick it up), else ``scheduled_at`` (``--at``)."""
+    if batch_cron and status in WAITING_FOR_BATCH:
+        return cron.next_run(batch_cron, now)
+    return scheduled_at

@@ -296,6 +296,7 @@ class Ledger:
                 code=h.code, actor=h.actor, **details))
         raw = {r.request_id: r for r in conn.execute(
             select(selectors_table).where(selectors_table.c.request_id.in_(ids)))}
+        batch_cron, now = get_settings().batch_cron, utcnow()
         out = []
         for row in rows:
             sel = raw.get(row.id)
@@ -304,7 +305,9 @@ class Ledger:
                 **row.document, "selectors": {} if purged else sel.selectors, "purged": purged,
                 "status": row.status, "history": history[row.id], "filed_by": row.filed_by,
                 "due_at": _opt_utc(row.due_at), "extended": bool(row.extended),
-                "expected_at": _opt_utc(row.expected_at), "duplicate_of": row.duplicate_of,
+                "expected_at": deadlines.expected_completion(
+                    RequestStatus(row.status), _opt_utc(row.expected_at), batch_cron, now),
+                "duplicate_of": row.duplicate_of,
             }))
         return out
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_FILE_ENV = "UNLEARNOPS_CONFIG"
@@ -57,9 +57,20 @@ class Settings(BaseSettings):
         0, ge=0, description="keep a run's working data (scope sets, checkpoints) this many days "
                              "(0: delete it when the run ends)")
     actor: str | None = Field(None, description="who you are in the audit trail (default: the OS user)")
+    batch_cron: str | None = Field(
+        None, description="schedule of the compliance-batch recurring run (6-field cron, seconds first, "
+                          "UTC): the expected completion date of approved requests and the default "
+                          "of `unlearnops schedule --cron`")
     match_fold_accents: bool = Field(
         False, description="scope: match names with accents dropped too ('Jose' finds 'José'); "
                            "`scope resolve --fold-accents/--no-fold-accents` decides per run")
+
+    @field_validator("batch_cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        from .cron import check
+
+        return check(value) if value else None
 
     @classmethod
     def settings_customise_sources(

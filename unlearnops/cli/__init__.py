@@ -46,8 +46,28 @@ def _load_plugins() -> None:
         ep.load()
 
 
+def settings_problem() -> str:
+    """What is wrong with the settings (environment, settings file), or '' when they load."""
+    from pydantic import ValidationError
+
+    from ..settings import SettingsFileError, get_settings
+
+    try:
+        get_settings()
+    except SettingsFileError as err:
+        return str(err)
+    except ValidationError as err:
+        return "; ".join(
+            f"setting {'.'.join(map(str, e['loc']))} (UNLEARNOPS_{'__'.join(map(str, e['loc'])).upper()} "
+            f"or the settings file): {e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+    return ""
+
+
 def main() -> None:
     apply_runtime_env()
+    problem = settings_problem()
+    if problem:
+        sys.exit(fail(problem).exit_code)
     _load_plugins()
     try:
         app()

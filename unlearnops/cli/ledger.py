@@ -63,9 +63,17 @@ def _due(req: ForgetRequest, now: datetime) -> Text:
     return Text(f"{left}d {flag}".strip(), style={"overdue": "bold red", "due-soon": "yellow"}.get(flag, ""))
 
 
+def _expected_source(req: ForgetRequest) -> str:
+    """Where the expected completion date comes from (see deadlines.expected_completion)."""
+    if get_settings().batch_cron and req.status in deadlines.WAITING_FOR_BATCH:
+        return f"next compliance-batch run, batch_cron {get_settings().batch_cron!r}"
+    return "request schedule --at"
+
+
 def _table(reqs: list[ForgetRequest], title: str) -> Table:
     now = utcnow()
-    table = Table(title=title, caption="dates in UTC; due = effective deadline (regime, extension)",
+    table = Table(title=title, caption="dates in UTC; due = effective deadline (regime, extension); "
+                                       "expected = next compliance-batch run (batch_cron) or --at",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     expected = any(r.expected_at for r in reqs)
     columns = ["id", "status", "basis", "ext. ref", "received", "due", "left"] + (["expected"] * expected)
@@ -146,6 +154,9 @@ def show_request(
     console.print(Text(f"selector hashes: {', '.join(short(h) for h in req.selector_hashes)}"))
     console.print(Text(f"received: {_when(req.received_at, '%Y-%m-%d %H:%M')} UTC   due: "
                        f"{_when(req.due_at, '%Y-%m-%d %H:%M')} UTC{' (extended)' if req.extended else ''}"))
+    if req.expected_at:
+        console.print(Text(f"expected completion: {_when(req.expected_at, '%Y-%m-%d %H:%M')} UTC "
+                           f"({_expected_source(req)})"))
     if req.legal_basis_detail:
         console.print(Text(f"legal basis detail: {req.legal_basis_detail}"))
     if req.duplicate_of:
