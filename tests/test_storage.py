@@ -457,3 +457,24 @@ def test_s3_folder_replace_never_deletes_first(s3_env: str, tmp_path: Path,
     assert storage.read_text(storage.join(uri, "manifest.json")) == '"new"'
     names = sorted(i.uri.rsplit("/", 1)[1] for i in storage.list_files(uri))
     assert names == ["manifest.json", "weights.bin"]
+
+
+def test_one_backend_per_scheme_and_arrow_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every function dispatches on the URI to one Backend; pyarrow writers (Ray Train) get a folder
+    (created locally) or an S3 filesystem built from the S3 settings."""
+    assert storage.backend("s3://b/k") is storage.S3 and storage.backend(str(tmp_path)) is storage.LOCAL
+    assert storage.backend("file:///x") is storage.LOCAL
+    path, filesystem = storage.arrow_location(str(tmp_path / "ray"))
+    assert (path, filesystem) == (str((tmp_path / "ray").absolute()), None) and (tmp_path / "ray").is_dir()
+    monkeypatch.setenv("UNLEARNOPS_S3__ENDPOINT_URL", "http://127.0.0.1:9")
+    get_settings.cache_clear()
+    try:
+        path, filesystem = storage.arrow_location("s3://bucket/root/ray")
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert path == "bucket/root/ray" and type(filesystem).__name__ == "S3FileSystem"
+    storage.write_text(str(tmp_path / "f.txt"), "x")
+    storage.delete_file(str(tmp_path / "f.txt"))
+    storage.delete_file(str(tmp_path / "f.txt"))  # absent: no error
+    assert not (tmp_path / "f.txt").exists()

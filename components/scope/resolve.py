@@ -356,20 +356,12 @@ def _jsonl(records: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
 
 
-def _remove(uri: str) -> None:
-    if storage.is_s3(uri):
-        bucket, key = storage.split_s3(uri)
-        storage.s3_client().delete_object(Bucket=bucket, Key=key)
-    else:
-        storage.local_path(uri).unlink(missing_ok=True)
-
-
 def _write_scope(out_uri: str, sets: dict[str, list[dict[str, Any]]],
                  manifest: dict[str, Any]) -> ScopeManifest:
     """Each set atomically, then the manifest last (an old manifest is removed first)."""
     manifest_uri = storage.join(out_uri, "manifest.json")
     if storage.exists(manifest_uri):
-        _remove(manifest_uri)
+        storage.delete_file(manifest_uri)
     infos = {}
     for name in WRITTEN_SETS:
         data = _jsonl(sets[name])

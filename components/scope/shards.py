@@ -83,15 +83,6 @@ def _local_blocks(path: Path) -> Iterator[bytes]:
             yield chunk if chunk.endswith(b"\n") else chunk + b"\n"
 
 
-def _s3_chunks(uri: str) -> Iterator[bytes]:
-    bucket, key = storage.split_s3(uri)
-    body = storage.s3_client().get_object(Bucket=bucket, Key=key)["Body"]
-    try:
-        yield from body.iter_chunks(BLOCK_BYTES)
-    finally:
-        body.close()
-
-
 def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
     """Drop a Parquet row's null columns (schema padding), keeping a QA record's null attribute."""
     keep_attribute = row.get("question") is not None
@@ -109,8 +100,6 @@ def _parquet_blocks(path: Path) -> Iterator[bytes]:
 
 def iter_blocks(shard: Shard) -> Iterator[bytes]:
     """Blocks of whole lines of a shard; any read failure becomes a ScopeError naming it."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
         if shard.fmt == "parquet":
             if storage.is_s3(shard.uri):
@@ -121,12 +110,12 @@ def iter_blocks(shard: Shard) -> Iterator[bytes]:
             else:
                 yield from _parquet_blocks(storage.local_path(shard.uri))
         elif storage.is_s3(shard.uri):
-            yield from _split_blocks(_s3_chunks(shard.uri))
+            yield from _split_blocks(storage.iter_chunks(shard.uri, BLOCK_BYTES))
         else:
             yield from _local_blocks(storage.local_path(shard.uri))
     except ScopeError:
         raise
-    except (OSError, storage.StorageError, ClientError, BotoCoreError) as err:
+    except (OSError, storage.StorageError) as err:
         raise ScopeError(f"shard {shard.uri} is unreadable: {err}") from err
     except Exception as err:  # pyarrow raises its own types for corrupt Parquet
         if type(err).__module__.startswith("pyarrow"):

@@ -166,22 +166,7 @@ def ray_session(num_cpus: int | None = None) -> Iterator[str]:
 
 def storage_location(run_name: str) -> tuple[str, Any]:
     """(storage_path, pyarrow filesystem or None) of Ray Train's checkpoints: ``<root>/ray``."""
-    root = get_settings().storage_root_uri
-    if not storage.is_s3(root):
-        path = storage.local_path(storage.join(root, "ray")).absolute()
-        path.mkdir(parents=True, exist_ok=True)
-        return str(path), None
-    from pyarrow import fs
-
-    s3 = get_settings().s3
-    filesystem = fs.S3FileSystem(
-        access_key=s3.access_key_id,
-        secret_key=s3.secret_access_key.get_secret_value() if s3.secret_access_key else None,
-        region=s3.region, endpoint_override=s3.endpoint_url,
-        scheme="http" if (s3.endpoint_url or "").startswith("http://") else "https",
-    )
-    bucket, key = storage.split_s3(storage.join(root, "ray"))
-    return f"{bucket}/{key}", filesystem
+    return storage.arrow_location(storage.join(get_settings().storage_root_uri, "ray"))
 
 
 def run_ray(job: TrainJob, cfg: TrainConfig, run_name: str, dest: Path) -> None:
