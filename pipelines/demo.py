@@ -8,8 +8,10 @@ once the server has picked up the promoted version, with the retain-only referen
 beside (a forgotten person's answers should read like the reference's, never broken text). The
 pipeline is judged by the default gate policy (components/evaluate/default_policy.yaml) — the
 same one a production run uses. All state lives under ``.unlearnops/demo``
-(removed at the start, so the demo is re-runnable). Exit code: the pipeline's (0 promoted,
-3 gates failed, 1 error).
+(removed at the start, so the demo is re-runnable). It ends with :func:`closing_lines`: what
+happened to the request, then the residue scan's result as the last line. Exit code: the
+pipeline's (0 promoted, 3 gates failed: the candidate refused, the champion kept, nothing erased;
+1 error, or residue found after a completed erasure).
 
     python -m unlearnops.pipelines.demo [--home DIR] [--method npo] [--keep-serving]
 """
@@ -253,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         params = DEMO_PARAMS if args.method == "npo" else {}
         run = run_local(RunRequest(request_ids=[REQUEST_ID], corpus_uri=ctx["corpus"], model_name=MODEL_NAME,
                                    method=args.method, method_params=params, workers=args.workers,
-                                   reference_uri=ctx["reference"]), console=sys.stderr)
+                                   reference_uri=ctx["reference"], promote_target="local"),
+                        console=sys.stderr)
         if run.report is not None:
             console.print(gate_table(run.report))
         console.print(steps_table(run))
@@ -266,10 +269,44 @@ def main(argv: list[str] | None = None) -> int:
     console.print(answers_table(qas, who, before, after, (v_before, v_after), reference, refused))
     scan = erasure_evidence(home, ctx["corpus"], needles)
     console.print(f"demo finished in {time.monotonic() - started:.0f}s; state under {home}")
-    # the last line: the residue scan's result (a request that was not completed was not erased)
-    print(scan.line if run.exit_code == 0 else f"{scan.line} — expected: the request was not completed "
-          f"({run.outcome}), nothing was erased", flush=True)
+    from unlearnops.ledger import Ledger
+
+    with Ledger() as ledger:
+        status = ledger.get(REQUEST_ID).status.value
+    *story, last = closing_lines(run.exit_code, status, v_before, scan, home)
+    for line in story:
+        console.print(line, highlight=False, markup=False)
+    print(last, flush=True)  # the last line: the residue scan, worded for what happened
     return run.exit_code or (1 if scan.hits else 0)
+
+
+def closing_lines(exit_code: int, status: str, champion: str, scan: residue.ScanResult,
+                  home: Path) -> list[str]:
+    """The demo's ending: what happened to the request, then (last) the residue scan's result.
+
+    After a completed erasure the scan is the check (zero hits = PASS). When the gates refused the
+    candidate (exit 3) or the run failed, nothing was erased: the lines say so, and the scan line
+    says what was searched and why the forgotten people are still found — it is not a verdict.
+    """
+    if exit_code == 0:
+        return [f"request {REQUEST_ID} is {status}: the erasure is certified (see the certificate above)",
+                f"{scan.line}; scanned: everything under {home} except models/ (the benchmark build)"]
+    scanned = (f"searched {scan.files} files ({scan.bytes / 1e6:.1f} MB) under {home} except models/ "
+               f"for {scan.needles} names/answers of the people to forget")
+    where = sorted({"/".join(Path(place).relative_to(home).parts[:2]) if Path(place).is_relative_to(home)
+                    else place for place, _ in scan.hits})
+    if exit_code == 3:
+        story = [f"The gates REFUSED the candidate: the champion (version {champion}) was kept and is still "
+                 "served.",
+                 f"So request {REQUEST_ID} is NOT completed (status: {status}, it can be retried) and no "
+                 "erasure is claimed: no certificate, no suppression entry, the corpus left as it was."]
+    else:
+        story = [f"The pipeline failed (exit {exit_code}): request {REQUEST_ID} is NOT completed (status: "
+                 f"{status}) and no erasure is claimed."]
+    found = (f"{len(scan.hits)} hit(s) in {', '.join(where)}" if scan.hits else "no hits")
+    return [*story, f"residue scan (no verdict: nothing was erased): {scanned}: {found} — expected while "
+                    "the request is open: the corpus still holds their records and the ledger keeps the "
+                    "request's raw selectors for a retry"]
 
 
 def erasure_evidence(home: Path, corpus: str, needles: list[str]) -> residue.ScanResult:

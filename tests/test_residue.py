@@ -119,3 +119,25 @@ def test_scan_finds_needles_and_never_prints_them(tmp_path: Path) -> None:
     assert result.files == 3 and result.skipped_tokenizer_files == 1
     assert "Ada" not in result.line and "FAIL: 2 hit(s)" in result.line
     assert residue.scan(["Bo Lind"], folders=[tmp_path]).line.startswith("residue scan PASS: 0 hit(s)")
+
+
+def test_demo_ending_says_what_happened(tmp_path: Path) -> None:
+    from unlearnops.pipelines.demo import REQUEST_ID, closing_lines
+
+    places = ["data/corpus/part-0.jsonl", "data/corpus/part-1.jsonl", "ledger.db"]
+    hits = [(str(tmp_path / place), f"h{i}") for i, place in enumerate(places)]
+    refused = residue.ScanResult(needles=8, files=40, bytes=2_000_000, hits=hits)
+    *story, last = closing_lines(3, "failed", "1", refused, tmp_path)
+    text = " ".join(story)
+    assert "REFUSED the candidate" in text and "champion (version 1) was kept" in text
+    assert f"request {REQUEST_ID} is NOT completed (status: failed" in text
+    assert "no erasure is claimed" in text
+    assert last.startswith("residue scan (no verdict: nothing was erased): searched 40 files (2.0 MB)")
+    assert "3 hit(s) in data/corpus, ledger.db — expected while the request is open" in last
+    assert "FAIL" not in last and "PASS" not in last
+    *story, last = closing_lines(1, "failed", "1", refused, tmp_path)
+    assert "pipeline failed (exit 1)" in story[0] and "no verdict" in last
+    done = residue.ScanResult(needles=8, files=40, bytes=2_000_000)
+    *story, last = closing_lines(0, "completed", "1", done, tmp_path)
+    assert "is completed" in story[0] and last.startswith("residue scan PASS: 0 hit(s)")
+    assert last.endswith("except models/ (the benchmark build)")
