@@ -26,19 +26,20 @@ if TYPE_CHECKING:
 
 console = Console(stderr=True)
 DEFAULT_MODEL = "unlearnops-model"
+POLICY_HELP = "gate policy: default, strict, lenient, a policy YAML file or a URI (default: default)"
 
 
 # ---------------------------------------------------------------- shared option parsing
 def run_request(request: list[str] | None, corpus: str, model_name: str, method: str,
-                param: list[str] | None, policy: Path | None, workers: int, use_gpu: bool,
+                param: list[str] | None, policy: str | None, workers: int, use_gpu: bool,
                 reference: str, run_root: str, target: str) -> RunRequest:
     """The run the options ask for, validated (method, parameters, policy) before anything starts."""
     from pydantic import ValidationError
 
     try:
         return RunRequest(
-            request_ids=list(request or []), corpus_uri=absolute_uri(corpus), model_name=model_name,
-            method=method, method_params=parse_assignments(param), policy_yaml=read_policy(policy),
+            request_ids=",".join(request or []), corpus_uri=absolute_uri(corpus), model_name=model_name,
+            method=method, method_params=parse_assignments(param), policy=read_policy(policy),
             workers=workers, use_gpu=use_gpu, reference_uri=absolute_uri(reference) if reference else "",
             run_root=absolute_uri(run_root) if run_root else "", promote_target=target)
     except ValidationError as err:
@@ -49,11 +50,16 @@ def run_request(request: list[str] | None, corpus: str, model_name: str, method:
         raise fail(str(err)) from None
 
 
-def read_policy(path: Path | None) -> str:
-    if path is None:
-        return ""
+def read_policy(policy: str | None) -> str:
+    """``--policy``: a bundled name or a URI is passed on; a local file is sent as its YAML text."""
+    if policy is None:
+        return "default"
+    path = Path(policy)
+    if "://" in policy or not path.is_file() and "/" not in policy and path.suffix == "":
+        return policy  # a bundled name (checked by RunRequest) or a URI the run reads
     if not path.is_file():
-        raise fail(f"--policy {path}: no such file; pass a gate policy YAML file")
+        raise fail(f"--policy {path}: no such file; pass a gate policy YAML file, a bundled name "
+                   "(default, strict, lenient) or a URI")
     text = path.read_text()
     try:
         yaml.safe_load(text)
@@ -134,13 +140,13 @@ def steps_table(run: Any) -> Table:
 # ---------------------------------------------------------------- commands
 @app.command("run")
 def run_cmd(
-    request: list[str] = typer.Option(..., "--request", "-r", help="forget request id (repeat for several)"),
+    request: list[str] = typer.Option(..., "--request", "-r", help="request id(s), repeat or a,b"),
     corpus: str | None = typer.Option(None, help="corpus URI (default: STORAGE_ROOT/corpus)"),
     model_name: str = typer.Option(DEFAULT_MODEL, help="registered model whose champion is unlearned"),
     method: str = typer.Option("npo", help="unlearning method"),
     param: list[str] | None = typer.Option(None, "--param", "-p", help="method parameter KEY=VALUE; "
                                            "train.* for the optimiser (e.g. -p train.steps=50)"),
-    policy: Path | None = typer.Option(None, help="gate policy YAML file (default: the built-in policy)"),
+    policy: str | None = typer.Option(None, help=POLICY_HELP),
     workers: int = typer.Option(1, min=1, help="Ray Train workers"),
     use_gpu: bool = typer.Option(False, "--gpu/--no-gpu", help="train on GPUs"),
     reference: str = typer.Option("", help="retain-only reference model URI (forget quality)"),
@@ -165,7 +171,7 @@ def run_cmd(
         raise fail(f"no corpus at {corpus_uri}; pass --corpus URI (e.g. the output of "
                    "`unlearnops benchmark generate`)")
     with Ledger() as ledger:
-        for rid in request:
+        for rid in run.request_ids:
             try:
                 status = ledger.get(rid).status
             except RequestNotFound as err:
@@ -173,7 +179,7 @@ def run_cmd(
             if status not in RUNNABLE | {RequestStatus.completed}:
                 raise fail(f"request {rid} is {status.value!r}: only approved requests run; verify and "
                            f"approve it first (`unlearnops request verify|approve {rid}`)")
-    console.print(f"[bold]unlearn_on_request[/] {', '.join(request)} · {method} · model {model_name}")
+    console.print(f"[bold]unlearn_on_request[/] {', '.join(run.request_ids)} · {method} · model {model_name}")
     try:
         result = run_local(run, verbose=verbose)
     except Exception as err:  # noqa: BLE001 - any crash of the runner itself is an error exit
@@ -213,7 +219,7 @@ def submit_cmd(
     model_name: str = typer.Option(DEFAULT_MODEL),
     method: str = typer.Option("npo"),
     param: list[str] | None = typer.Option(None, "--param", "-p", help="method parameter KEY=VALUE"),
-    policy: Path | None = typer.Option(None, help="gate policy YAML file"),
+    policy: str | None = typer.Option(None, help=POLICY_HELP),
     workers: int = typer.Option(1, min=1),
     use_gpu: bool = typer.Option(False, "--use-gpu/--no-use-gpu", help="train on GPUs"),
     reference: str = typer.Option(""),
@@ -246,7 +252,7 @@ def schedule_cmd(
     model_name: str = typer.Option(DEFAULT_MODEL),
     method: str = typer.Option("npo"),
     param: list[str] | None = typer.Option(None, "--param", "-p"),
-    policy: Path | None = typer.Option(None),
+    policy: str | None = typer.Option(None, help=POLICY_HELP),
     workers: int = typer.Option(1, min=1),
     use_gpu: bool = typer.Option(False, "--use-gpu/--no-use-gpu"),
     reference: str = typer.Option(""),

@@ -13,7 +13,7 @@ from unlearnops.components.ledger.component import pending_requests_op
 
 from .options import CompileOptions, with_credentials
 from .run_request import RunChannels
-from .unlearn_on_request import add_unlearn_graph, exit_handler
+from .unlearn_on_request import add_unlearn_graph, exit_handler, typed_inputs
 
 PIPELINE_NAME = "compliance-batch"
 
@@ -22,29 +22,43 @@ def build(options: CompileOptions | None = None) -> Any:
     """The ``compliance_batch`` pipeline compiled with ``options``."""
     opts = options or CompileOptions()
 
-    @dsl.pipeline(name=PIPELINE_NAME,
-                  description="Unlearn every approved forget request up to the cutoff as one scope "
-                              "(unlearnops, for recurring runs).")
+    @dsl.pipeline(name=PIPELINE_NAME)
     def compliance_batch(
         corpus_uri: str,
+        model_name: str,
         cutoff: str = "",
-        model_name: str = "unlearnops-model",
         method: str = "npo",
-        method_params: dict = {},  # noqa: B006 - KFP pipeline default, never mutated
-        policy_yaml: str = "",
+        method_params: str = "{}",
+        policy: str = "default",
         workers: int = 1,
         use_gpu: bool = False,
         reference_uri: str = "",
         run_root: str = "",
-        promote_target: str = "local",
+        promote_target: str = "kserve",
     ) -> None:
+        """Unlearn every approved forget request up to the cutoff as one scope (recurring runs).
+
+        Args:
+            corpus_uri: Training corpus the requests are resolved against (e.g. s3://bucket/corpus).
+            model_name: Registered MLflow model whose champion is unlearned: set it to your model's name.
+            cutoff: Take requests approved up to this ISO time (empty: the schedule time, else now).
+            method: Unlearning method: npo, simnpo, grad_diff, rmu, wga, ... (components/unlearn/methods).
+            method_params: Method parameters as JSON, train.* nested: {"beta": 0.1, "train": {"steps": 50}}.
+            policy: Gate policy: default, strict, lenient, or a policy YAML URI (s3://...).
+            workers: Ray Train workers of the unlearning RayJob.
+            use_gpu: Train on GPUs (each Ray worker gets the compiled accelerator limit).
+            reference_uri: Retain-only reference model URI, for forget quality (empty: skip those gates).
+            run_root: URI under which the run writes (empty: the cluster's storage root).
+            promote_target: Where a passing candidate is served: kserve, or local (a folder).
+        """
         params = dict(locals())  # the parameters above: RunRequest's fields, and the cutoff
         with exit_handler(opts, run_root):
             pending = with_credentials(pending_requests_op(
                 cutoff=cutoff, schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER), opts)
             pending.set_caching_options(False).set_display_name("pending-requests")
             with dsl.If(pending.outputs["count"] > 0, name="has-pending"):
-                add_unlearn_graph(opts, RunChannels.of(params, request_ids=pending.outputs["request_ids"]))
+                run = typed_inputs(opts, RunChannels.of(params), request_ids=pending.outputs["request_ids"])
+                add_unlearn_graph(opts, run)
 
     return compliance_batch
 

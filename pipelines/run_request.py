@@ -8,6 +8,7 @@ unknown metric exits 2 before the first step.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -20,27 +21,37 @@ class RunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request_ids: list[str] = Field(default_factory=list, description="forget requests (empty: the batch "
-                                                                      "pipeline selects them)")
+    request_ids: list[str] = Field(default_factory=list, description="forget requests, a list or one "
+                                   "comma-separated string (empty: the batch pipeline selects them)")
     corpus_uri: str = Field(min_length=1)
-    model_name: str = Field("unlearnops-model", min_length=1, description="registered model to unlearn")
+    model_name: str = Field(min_length=1, description="registered model to unlearn (no default: name it)")
     method: str = "npo"
-    method_params: dict[str, Any] = Field(default_factory=dict, description="method and train.* parameters")
-    policy_yaml: str = Field("", description="gate policy YAML (empty: the default policy)")
+    method_params: dict[str, Any] = Field(default_factory=dict, description="method and train.* parameters "
+                                          "(a dict or its JSON text)")
+    policy: str = Field("default", min_length=1, description="gate policy: a bundled name (default, strict, "
+                        "lenient), a policy file URI, or the policy's YAML text")
     workers: int = Field(1, ge=1)
     use_gpu: bool = False
     reference_uri: str = Field("", description="retain-only reference model URI (forget quality)")
     run_root: str = Field("", description="URI under which the run writes (empty: the storage root)")
-    promote_target: Literal["local", "kserve"] = "local"
+    promote_target: Literal["local", "kserve"] = "kserve"
 
-    @field_validator("policy_yaml")
+    @field_validator("request_ids", mode="before")
     @classmethod
-    def _policy(cls, text: str) -> str:
-        if text.strip():
-            from unlearnops.components.evaluate.gates import GatePolicy
+    def _ids(cls, value: Any) -> Any:
+        return split_ids(value) if isinstance(value, str) else value
 
-            GatePolicy.from_yaml(text, "policy")
-        return text
+    @field_validator("method_params", mode="before")
+    @classmethod
+    def _params(cls, value: Any) -> Any:
+        return parse_params(value) if isinstance(value, str) else value
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, policy: str) -> str:
+        if "://" not in policy or is_policy_text(policy):  # a remote URI is read (and checked) by the run
+            policy_text(policy)
+        return policy
 
     @model_validator(mode="after")
     def _method(self) -> RunRequest:
@@ -50,8 +61,56 @@ class RunRequest(BaseModel):
         return self
 
     def arguments(self, *, batch: bool = False) -> dict[str, Any]:
-        """The pipeline's arguments (``batch``: compliance_batch's, which selects its own requests)."""
-        return self.model_dump(mode="json", exclude={"request_ids"} if batch else set())
+        """The pipeline's arguments as the KFP UI shows them: the request ids comma-separated, the
+        method parameters as JSON text (``batch``: compliance_batch's, which selects its own requests)."""
+        args = self.model_dump(mode="json", exclude={"request_ids"} if batch else set())
+        args["method_params"] = json.dumps(self.method_params, sort_keys=True)
+        if not batch:
+            args["request_ids"] = ",".join(self.request_ids)
+        return args
+
+
+def split_ids(text: str) -> list[str]:
+    """``"erase-1, erase-2"`` → ``["erase-1", "erase-2"]`` (blanks dropped)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    """Method parameters typed as JSON text (empty: none); a one-line error if not a JSON object."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"method_params is not JSON ({err.msg}); type an object such as "
+                         '{"beta": 0.1, "train": {"steps": 50}}') from err
+    if not isinstance(value, dict):
+        raise ValueError("method_params must be a JSON object such as {\"beta\": 0.1}")
+    return value
+
+
+def is_policy_text(policy: str) -> bool:
+    """A policy typed (or embedded by the CLI) as YAML text rather than named: it spans lines or maps."""
+    return "\n" in policy.strip() or ":" in policy and "://" not in policy
+
+
+def policy_text(policy: str) -> str:
+    """The gate policy's YAML text, checked: ``policy`` is a bundled name, a file URI or YAML text."""
+    from unlearnops.components.evaluate.gates import DEFAULT_POLICY, POLICIES_DIR, GatePolicy
+
+    from unlearnops import storage
+
+    if is_policy_text(policy):
+        text = policy
+    elif policy == "default":
+        text = DEFAULT_POLICY.read_text()
+    elif "/" not in policy and (POLICIES_DIR / f"{policy}.yaml").is_file():
+        text = (POLICIES_DIR / f"{policy}.yaml").read_text()
+    elif "/" in policy:
+        text = storage.read_text(policy)
+    else:
+        names = ", ".join(["default", *sorted(p.stem for p in POLICIES_DIR.glob("*.yaml"))])
+        raise ValueError(f"unknown gate policy {policy!r}; name one of {names}, or give a policy file URI")
+    GatePolicy.from_yaml(text, policy if not is_policy_text(policy) else "policy")
+    return text
 
 
 @dataclass(frozen=True)
@@ -63,7 +122,7 @@ class RunChannels:
     model_name: Any
     method: Any
     method_params: Any
-    policy_yaml: Any
+    policy: Any
     workers: Any
     use_gpu: Any
     reference_uri: Any

@@ -13,8 +13,8 @@ from unlearnops.pipelines import remote
 from tests.stubs.kfp_api import KfpApiStub
 from unlearnops.cli import _load_plugins, app
 
-PARAMS: dict[str, Any] = {"request_ids": ["req-1", "req-2"], "corpus_uri": "s3://data/corpus",
-                          "model_name": "people-qa", "method": "npo", "method_params": {"beta": 0.1}}
+PARAMS: dict[str, Any] = {"request_ids": "req-1,req-2", "corpus_uri": "s3://data/corpus",
+                          "model_name": "people-qa", "method": "npo", "method_params": '{"beta": 0.1}'}
 
 
 @pytest.fixture
@@ -89,13 +89,21 @@ def test_cli_submit_and_schedule(stub: KfpApiStub, tmp_path) -> None:
                               "--workers", "2", "--use-gpu"])
     assert res.exit_code == 0, res.output
     params = stub.calls("POST", "/runs")[0].body["runtime_config"]["parameters"]
-    assert params["request_ids"] == ["req-9"]
-    assert params["method_params"] == {"beta": 0.2, "train": {"steps": 5}}
-    assert params["workers"] == 2 and params["use_gpu"] is True
-    assert yaml.safe_load(params["policy_yaml"]) == gates
+    assert params["request_ids"] == "req-9"  # the pipeline's parameters are text a person can type
+    assert json.loads(params["method_params"]) == {"beta": 0.2, "train": {"steps": 5}}
+    assert params["workers"] == 2 and params["use_gpu"] is True and params["promote_target"] == "kserve"
+    assert yaml.safe_load(params["policy"]) == gates  # a local policy file travels as its text
+    named = runner.invoke(app, ["submit", "--host", stub.url, "-r", "req-9,req-10", "--corpus", "s3://d/c",
+                                "--policy", "strict"])
+    assert named.exit_code == 0, named.output
+    params = stub.calls("POST", "/runs")[1].body["runtime_config"]["parameters"]
+    assert params["policy"] == "strict" and params["request_ids"] == "req-9,req-10"
     bad = runner.invoke(app, ["submit", "--host", stub.url, "-r", "req-9", "--corpus", "s3://d/c",
                               "--param", "note=x"])  # refused before anything reaches the cluster
-    assert bad.exit_code == 2 and "note" in bad.output and len(stub.calls("POST", "/runs")) == 1
+    assert bad.exit_code == 2 and "note" in bad.output and len(stub.calls("POST", "/runs")) == 2
+    unknown = runner.invoke(app, ["submit", "--host", stub.url, "-r", "req-9", "--corpus", "s3://d/c",
+                                  "--policy", "paranoid"])
+    assert unknown.exit_code == 2 and "unknown gate policy" in unknown.output
     res = runner.invoke(app, ["schedule", "--host", stub.url, "--corpus", "s3://d/c",
                               "--cron", "0 30 1 * * *"])
     assert res.exit_code == 0, res.output

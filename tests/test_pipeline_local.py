@@ -26,7 +26,7 @@ MODEL = "people-qa-test"
 LENIENT = yaml.safe_dump({"gates": [{"name": "forget-rouge", "metric": "forget.rouge_l", "max": 1.0}]})
 STRICT = yaml.safe_dump({"gates": [{"name": "impossible-utility", "metric": "utility.model_utility",
                                     "min": 2.0}]})
-FAST: dict[str, Any] = {"workers": 1, "method_params": {"train": {"steps": 40}}}
+FAST: dict[str, Any] = {"workers": 1, "method_params": {"train": {"steps": 40}}, "promote_target": "local"}
 
 
 def _request(rid: str, subjects: list[str], deadline_days: int = 30) -> ForgetRequest:
@@ -170,7 +170,7 @@ def _run(stack: dict[str, str], policy: str, corpus: str | None = None) -> Any:
     from unlearnops.pipelines.run_request import RunRequest
 
     request = RunRequest(request_ids=["erase-1"], corpus_uri=corpus or stack["corpus"], model_name=MODEL,
-                         method="npo", policy_yaml=policy, reference_uri=stack["reference"], **FAST)
+                         method="npo", policy=policy, reference_uri=stack["reference"], **FAST)
     return run_local(request, console=None)
 
 

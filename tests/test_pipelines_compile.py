@@ -141,17 +141,60 @@ def test_run_request_refuses_bad_runs_before_launch() -> None:
     from pydantic import ValidationError
     from unlearnops.pipelines.run_request import RunRequest
 
-    ok = RunRequest(request_ids=["r"], corpus_uri="s3://b/c",
-                    method_params={"beta": 0.1, "train": {"steps": 3}})
-    assert ok.arguments()["method_params"] == {"beta": 0.1, "train": {"steps": 3}}
+    ok = RunRequest(request_ids="r1, r2", corpus_uri="s3://b/c", model_name="m",
+                    method_params='{"beta": 0.1, "train": {"steps": 3}}', policy="strict")
+    assert ok.request_ids == ["r1", "r2"] and ok.method_params == {"beta": 0.1, "train": {"steps": 3}}
+    args = ok.arguments()  # what the KFP UI shows: typed text, not a LIST or a STRUCT
+    assert args["request_ids"] == "r1,r2" and json.loads(args["method_params"]) == ok.method_params
+    assert args["policy"] == "strict" and args["promote_target"] == "kserve"
     assert "request_ids" not in ok.arguments(batch=True)
-    bad = {"method_params": {"train": {"stepz": 3}}, "method": "nope",
-           "policy_yaml": "gates: [{metric: forget.no_such_metric, max: 1}]", "promote_target": "moon"}
-    for key, value in bad.items():
+    bad = [("method_params", {"train": {"stepz": 3}}, "stepz"), ("method_params", "{beta: 1", "not JSON"),
+           ("method", "nope", "unknown method"), ("promote_target", "moon", "local"),
+           ("policy", "gates: [{metric: forget.no_such_metric, max: 1}]", "unknown metric"),
+           ("policy", "paranoid", "unknown gate policy")]
+    for key, value, why in bad:
         with pytest.raises(ValidationError) as err:
-            RunRequest(corpus_uri="c", **{key: value})
-        assert {"method_params": "stepz", "method": "unknown method", "policy_yaml": "unknown metric",
-                "promote_target": "local"}[key] in str(err.value)
+            RunRequest(corpus_uri="c", model_name="m", **{key: value})
+        assert why in str(err.value)
+
+
+# what the KFP UI shows of each task (its display name) and whether KFP may reuse a cached result
+UI_TASKS = {"run-inputs": False, "check-already-unlearned": False, "mark-running": False,
+            "resolve-scope": True, "unlearn": False, "evaluate": True, "register": False, "promote": False,
+            "mark-unlearned": False, "register-rejected": False, "mark-failed": False,
+            "record-failure": False}
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_compiled_pipeline_reads_well_in_the_kfp_ui(name: str) -> None:
+    """Issue 14 (KFP UI): descriptions, typeable inputs, cluster defaults, no idle GPU on the
+    launcher, caching only on deterministic steps, plain task names — read from the golden YAML."""
+    spec, platform = _docs((COMPILED_DIR / f"{name}.yaml").read_text())
+    assert spec["pipelineInfo"]["description"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert all(p.get("description") for p in params.values()), [k for k, p in params.items()
+                                                               if not p.get("description")]
+    # typed in the UI: text, numbers and booleans only (no LIST / STRUCT), the policy by name
+    assert {p["parameterType"] for p in params.values()} <= {"STRING", "NUMBER_INTEGER", "BOOLEAN"}
+    assert params["policy"]["defaultValue"] == "default" and "policy_yaml" not in params
+    assert json.loads(params["method_params"]["defaultValue"]) == {}
+    if name == "unlearn_on_request":
+        assert "comma-separated" in params["request_ids"]["description"]
+    # cluster-sensible defaults: serve on KServe; the model is named by the user
+    assert params["promote_target"]["defaultValue"] == "kserve"
+    assert "defaultValue" not in params["model_name"] and not params["model_name"].get("isOptional")
+    # the unlearn launcher's pod asks for no accelerator (its RayJob's workers get the GPUs)
+    unlearn = spec["deploymentSpec"]["executors"]["exec-unlearn-op"]["container"]
+    assert "accelerator" not in unlearn.get("resources", {})
+    assert "tolerations" not in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][
+        "exec-unlearn-op"]
+    # display names: plain (no "-op"), and caching exactly where it is safe
+    shown = {task["taskInfo"]["name"]: task.get("cachingOptions", {}).get("enableCache", False)
+             for task in _tasks(spec).values()
+             if not task["componentRef"]["name"].startswith(("comp-condition", "comp-exit-handler"))}
+    assert not [n for n in shown if n.endswith("-op")], shown
+    expected = {**UI_TASKS, **({"pending-requests": False} if name == "compliance_batch" else {})}
+    assert shown == expected
 
 
 def test_run_cli_refuses_bad_parameters_before_the_first_step(tmp_path) -> None:

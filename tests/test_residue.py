@@ -45,8 +45,8 @@ def _erase(tiny_models: Path, bench_data: Path) -> Any:
         ledger.set_status("erase-1", RequestStatus.verified, actor="dpo")
         ledger.set_status("erase-1", RequestStatus.approved, actor="dpo")
     request = RunRequest(request_ids=["erase-1"], corpus_uri=str(bench_data), model_name=MODEL, method="npo",
-                         policy_yaml=LENIENT, reference_uri=str(tiny_models / "reference"), workers=1,
-                         method_params={"train": {"steps": 30}})
+                         policy=LENIENT, reference_uri=str(tiny_models / "reference"), workers=1,
+                         method_params={"train": {"steps": 30}}, promote_target="local")
     run = run_local(request, console=None)
     assert run.exit_code == 0, (run.message, run.log_file.read_text()[-4000:])
     return run
