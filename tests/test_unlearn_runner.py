@@ -227,11 +227,15 @@ def test_ray_fsdp_strategy_trains_and_saves_the_full_model(mini, ray_local, unle
 @pytest.mark.parametrize("method", sorted(m for m in METHODS if m != "finetune"))
 def test_every_method_forgets_on_tiny_with_two_workers(method, tiny_models, tiny_scope, ray_local,
                                                        unlearnops_home, tmp_path: Path) -> None:
-    """Done-when: forget-set answer probability <= 0.5 x base; retain-aware ones keep >= 0.8 x base."""
+    """Done-when: forget-set answer probability <= 0.5 x base; retain-aware ones keep >= 0.8 x base.
+
+    The objective's own capacity is measured over its fixed steps (``calibrate=False``): calibrated
+    stopping would keep the base weights for an objective with no retain term (grad_ascent), whose
+    every later probe breaks the retain condition — see tests/test_calibrate.py for that path."""
     from unlearnops.components.scope.resolve import read_set
 
     spec = UnlearnSpec(method=method, params=unlearn_defaults(method), compute={"workers": 2})
-    run_unlearning(spec, str(tiny_scope), str(tiny_models / "base"), str(tmp_path / "out"))
+    run_unlearning(spec, str(tiny_scope), str(tiny_models / "base"), str(tmp_path / "out"), calibrate=False)
     tok = modelio.load_tokenizer(tiny_models / "base")
 
     def prob(folder: Path, name: str) -> float:
