@@ -1,4 +1,4 @@
-"""CLI commands of the pipelines: ``unlearnops run | compile | submit | schedule``.
+"""CLI commands of the pipelines: ``unlearnops run | compile | upload | submit | schedule``.
 
 ``run`` runs ``unlearn_on_request`` locally (kfp.local) and exits 0 on promotion (or when the
 requests were already unlearned), 3 when the gates failed (champion unchanged), 1 on error.
@@ -209,6 +209,27 @@ def compile_cmd(
     opts = compile_options(options, image, gpu, node_selector, toleration)
     for file in compile_all(out or COMPILED_DIR, opts):
         typer.echo(str(file))
+
+
+@app.command("upload")
+def upload_cmd(
+    host: str = typer.Option(..., help="KFP API URL, e.g. http://localhost:8888"),
+    token: str | None = typer.Option(None, envvar="KFP_TOKEN", help="bearer token for the KFP API"),
+    options: Path | None = typer.Option(None, help="CompileOptions YAML"),
+    image: str | None = typer.Option(None, help="container image of every task"),
+) -> None:
+    """Upload every compiled pipeline: create it, or add a version when its YAML changed (idempotent)."""
+    from dataclasses import asdict
+
+    from .remote import RemoteError, upload_all
+
+    try:
+        out = upload_all(host, options=compile_options(options, image, None, None, None), token=token)
+    except RemoteError as err:
+        raise fail(str(err)) from err
+    except Exception as err:  # noqa: BLE001 - ApiException and friends
+        raise fail(f"upload failed: {_short(err)}", EXIT_ERROR) from err
+    typer.echo(json.dumps({name: asdict(up) for name, up in out.items()}, indent=2))
 
 
 @app.command("submit")

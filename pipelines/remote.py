@@ -3,7 +3,8 @@
 ``submit``: upload the compiled pipeline as a new version (the pipeline is created on first use;
 a version whose YAML was uploaded before is reused, named by its content hash), then create a
 run in an experiment. ``schedule``: the same upload, then a recurring run of ``compliance_batch``
-with a cron trigger, ``max_concurrency=1`` and ``no_catchup=True``.
+with a cron trigger, ``max_concurrency=1`` and ``no_catchup=True``. ``upload_all``: the upload
+alone, for every pipeline (the chart's post-install/upgrade Job runs it before ``schedule``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .compile import compile_text
+import yaml
+
+from .compile import PIPELINES, compile_text
 from .options import CompileOptions
 
 DEFAULT_EXPERIMENT = "unlearnops"
@@ -82,9 +85,16 @@ def version_name(pipeline: str, text: str) -> str:
     return f"{DISPLAY_NAMES[pipeline]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
+def _description(text: str) -> str:
+    """The pipeline's docstring as compiled (``pipelineInfo.description``), shown in the KFP UI."""
+    spec = next((d for d in yaml.safe_load_all(text) if d), {})
+    return str(spec.get("pipelineInfo", {}).get("description", ""))
+
+
 def upload(kfp_client: Any, pipeline: str, text: str, description: str = "") -> Uploaded:
     """Upload ``text`` as a version of ``pipeline`` (creating the pipeline if needed)."""
     display = DISPLAY_NAMES[pipeline]
+    description = description or _description(text)
     vname = version_name(pipeline, text)
     with tempfile.TemporaryDirectory(prefix="unlearnops-submit-") as tmp:
         path = Path(tmp) / f"{pipeline}.yaml"
@@ -100,6 +110,13 @@ def upload(kfp_client: Any, pipeline: str, text: str, description: str = "") -> 
         version = kfp_client.upload_pipeline_version(str(path), vname, pipeline_id=pipeline_id,
                                                      description=description or None)
         return Uploaded(pipeline_id, version.pipeline_version_id, vname, True)
+
+
+def upload_all(host: str, *, options: CompileOptions | None = None, token: str | None = None,
+               namespace: str | None = None) -> dict[str, Uploaded]:
+    """Upload every pipeline (the YAML of ``pipelines/compiled/`` with ``options``); idempotent."""
+    kfp_client = client(host, token, namespace)
+    return {name: upload(kfp_client, name, compile_text(name, options)) for name in PIPELINES}
 
 
 def submit(host: str, params: dict[str, Any], *, pipeline: str = "unlearn_on_request",

@@ -105,11 +105,16 @@ def test_secrets_are_references_only(helm_render: Render) -> None:
     assert refs == {"mlflow-basic-auth", "unlearnops-ledger", "unlearnops-signing-key"}
 
 
-def test_post_install_job_schedules_the_batch(helm_render: Render) -> None:
+def test_post_install_job_uploads_then_schedules(helm_render: Render) -> None:
     job = _by_kind(helm_render(FULL))["Job"][0]
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    pod = job["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
     assert args[0] == "schedule"
+    upload = pod["initContainers"][0]  # every pipeline uploaded before the schedule is created
+    assert upload["args"][0] == "upload" and upload["image"] == pod["containers"][0]["image"]
+    assert {a for a in upload["args"] if a.startswith(("--host=", "--image="))} <= set(args)
+    assert upload["securityContext"] == pod["containers"][0]["securityContext"]
     assert "--name=compliance-batch-nightly" in args and "--policy=/etc/unlearnops/policy.yaml" in args
     image = job["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.startswith("registry.example.com/ml/unlearnops@sha256:") and f"--image={image}" in args

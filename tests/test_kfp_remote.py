@@ -1,4 +1,4 @@
-"""``unlearnops submit`` / ``schedule`` through kfp.Client against a KFP v2beta1 API stub."""
+"""``unlearnops upload`` / ``submit`` / ``schedule`` through kfp.Client against a KFP v2beta1 API stub."""
 
 from __future__ import annotations
 
@@ -110,3 +110,44 @@ def test_cli_submit_and_schedule(stub: KfpApiStub, tmp_path) -> None:
     assert json.loads(res.stdout[res.stdout.index("{"):])["recurring_run_id"]
     res = runner.invoke(app, ["schedule", "--host", "localhost:1", "--corpus", "s3://d/c"])
     assert res.exit_code == 2
+
+
+def test_upload_creates_every_pipeline_then_only_new_versions(stub: KfpApiStub) -> None:
+    from unlearnops.pipelines.compile import COMPILED_DIR
+    from unlearnops.pipelines.options import CompileOptions
+
+    first = remote.upload_all(stub.url)
+    assert set(first) == {p.stem for p in COMPILED_DIR.glob("*.yaml")}
+    assert all(up.created for up in first.values())
+    uploads = stub.calls("POST", "/pipelines/upload")
+    assert sorted(u.query["name"][0] for u in uploads) == ["compliance-batch", "unlearn-on-request"]
+    for name, up in first.items():
+        shipped = next(yaml.safe_load_all((COMPILED_DIR / f"{name}.yaml").read_text()))
+        assert stub.state.specs[up.version_id] == shipped  # what pipelines/compiled/ holds
+        version = stub.state.versions[up.version_id]
+        assert version["description"] == shipped["pipelineInfo"]["description"]  # shown in the KFP UI
+    again = remote.upload_all(stub.url)  # the post-upgrade Job with the same YAML: nothing new
+    assert again == {n: remote.Uploaded(u.pipeline_id, u.version_id, u.version_name, False)
+                     for n, u in first.items()}
+    assert len(stub.calls("POST", "/pipelines/upload")) == 2
+    assert len(stub.calls("POST", "/pipelines/upload_version")) == 2
+    options = CompileOptions(image="registry.example.com/unlearnops:2.0")
+    upgraded = remote.upload_all(stub.url, options=options)  # a new image: a new version, same pipeline
+    assert len(stub.calls("POST", "/pipelines/upload")) == 2
+    for name, up in upgraded.items():
+        assert up.created and up.pipeline_id == first[name].pipeline_id
+        assert up.version_id != first[name].version_id
+    scheduled = remote.schedule(stub.url, {"corpus_uri": "s3://d/c", "model_name": "m"}, options=options)
+    assert scheduled.version_id == upgraded["compliance_batch"].version_id  # schedule reuses the upload
+
+
+def test_cli_upload(stub: KfpApiStub) -> None:
+    _load_plugins()
+    runner = CliRunner()
+    res = runner.invoke(app, ["upload", "--host", stub.url, "--image", "registry.example.com/u:1"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    assert set(out) == {"unlearn_on_request", "compliance_batch"} and all(v["created"] for v in out.values())
+    body = stub.calls("POST", "/pipelines/upload_version")[0].body
+    assert b"image: registry.example.com/u:1" in body
+    assert runner.invoke(app, ["upload", "--host", "localhost:1"]).exit_code == 2

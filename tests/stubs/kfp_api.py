@@ -3,7 +3,8 @@
 A local HTTP server on a free loopback port that keeps pipelines, versions, experiments, runs and
 recurring runs in memory and, like the real API server, refuses bodies it would refuse: unknown
 fields, a run whose parameters are not the pipeline's inputs or miss a required one, a version
-upload without the ``uploadfile`` part or with a file that is not pipeline IR YAML, a cron trigger
+upload without the ``uploadfile`` part, with a query parameter the endpoint does not take or with
+a file that is not pipeline IR YAML, a cron trigger
 that is not 6 fields, ``max_concurrency`` outside 1..10. Every request is recorded.
 
 Endpoints (paths of kfp_server_api 2.17): GET healthz; GET/POST pipelines, POST pipelines/upload,
@@ -32,6 +33,8 @@ RUN_FIELDS = {"experiment_id", "display_name", "description", "pipeline_spec", "
 RECURRING_FIELDS = {"display_name", "description", "pipeline_spec", "pipeline_version_reference",
                     "runtime_config", "service_account", "max_concurrency", "trigger", "mode",
                     "no_catchup", "namespace", "experiment_id", "plugins_input"}
+UPLOAD_QUERY = {"name", "display_name", "description", "namespace", "tags"}  # pipelines/upload
+UPLOAD_VERSION_QUERY = {"name", "display_name", "pipelineid", "description", "tags"}  # …/upload_version
 
 
 class ApiError(Exception):
@@ -75,6 +78,12 @@ def _parse_upload(headers: Any, body: bytes) -> tuple[str, bytes]:
         if part.get_param("name", header="content-disposition") == "uploadfile":
             return str(part.get_filename() or ""), part.get_payload(decode=True) or b""
     raise ApiError(400, "multipart body has no 'uploadfile' part")
+
+
+def _check_query(query: dict[str, list[str]], allowed: set[str]) -> None:
+    unknown = set(query) - allowed
+    if unknown:
+        raise ApiError(400, f"unknown query parameter(s) {sorted(unknown)}")
 
 
 def _pipeline_spec(content: bytes) -> dict[str, Any]:
@@ -172,6 +181,7 @@ class KfpApiStub(StubServer):
 
     # ------------------------------------------------------------------ handlers
     def _upload_pipeline(self, query: dict[str, list[str]], body: bytes, headers: Any) -> dict[str, Any]:
+        _check_query(query, UPLOAD_QUERY)
         name = query.get("name", [""])[0]
         if not name:
             raise ApiError(400, "pipeline upload needs a name query parameter")
@@ -183,10 +193,11 @@ class KfpApiStub(StubServer):
         pipeline = {"pipeline_id": pid, "display_name": name, "name": name, "created_at": _now(),
                     "description": query.get("description", [""])[0]}
         self.state.pipelines[pid] = pipeline
-        self._add_version(pid, name, spec)  # the server makes the first version from the upload
+        self._add_version(pid, name, spec, pipeline["description"])  # first version from the upload
         return pipeline
 
     def _upload_version(self, query: dict[str, list[str]], body: bytes, headers: Any) -> dict[str, Any]:
+        _check_query(query, UPLOAD_VERSION_QUERY)
         name = query.get("name", [""])[0]
         pid = query.get("pipelineid", [""])[0]
         if not name or not pid:
@@ -196,12 +207,12 @@ class KfpApiStub(StubServer):
         if any(v["pipeline_id"] == pid and v["display_name"] == name for v in self.state.versions.values()):
             raise ApiError(409, f"version {name} already exists")
         _, content = _parse_upload(headers, body)
-        return self._add_version(pid, name, _pipeline_spec(content))
+        return self._add_version(pid, name, _pipeline_spec(content), query.get("description", [""])[0])
 
-    def _add_version(self, pid: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    def _add_version(self, pid: str, name: str, spec: dict[str, Any], description: str) -> dict[str, Any]:
         vid = str(uuid.uuid4())
         version = {"pipeline_id": pid, "pipeline_version_id": vid, "display_name": name, "name": name,
-                   "created_at": _now()}
+                   "description": description, "created_at": _now()}
         self.state.versions[vid] = version
         self.state.specs[vid] = spec
         return version
