@@ -8,6 +8,8 @@ equals greedy decoding). The **reference** model is the same recipe without a se
 of people: the exact-unlearning gold standard. Writes::
 
     OUT/base/  OUT/reference/  OUT/forget-request.json  OUT/build.json
+    OUT/foundation/  OUT/recipe.json   (the random initialisation both start from, and the recipe:
+                                        the inputs of ``unlearnops retrain``, components/retrain/)
 
 Presets: ``tiny`` (hidden 64, 2 layers; ~0.2M parameters; recipe: AdamW lr 3e-3,
 batch 32, 20 warm-up steps, cosine to 10% over 60 epochs — reaches 100% in ~15 s on one thread).
@@ -19,7 +21,6 @@ memorise the corpus in reasonable time, so it trains a fixed budget (``epochs``)
 from __future__ import annotations
 
 import random
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -29,7 +30,6 @@ import torch
 from unlearnops import modelio, storage
 from unlearnops.suppression import unsuppressed
 from unlearnops.textformat import collate, encode_record, prompt_and_target
-from unlearnops.types import UnlearnSpec
 
 TARGET_ACCURACY = 0.95
 SPECIALS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -181,18 +181,19 @@ def exact_accuracy(model: Any, tokenizer: Any, records: Sequence[Mapping[str, An
     return hits / len(qa)
 
 
+def recipe(train: Mapping[str, Any], seed: int) -> Any:
+    """The retrain step's recipe (components/register/lineage.py) of a preset's training config."""
+    from unlearnops.components.register.lineage import Recipe
+
+    return Recipe(objective="finetune", params={"train": dict(train)}, seed=seed)
+
+
 def train_model(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]], train: Mapping[str, Any],
                 seed: int, threads: int = 1) -> dict[str, Any]:
-    """Fine-tune in-process (world size 1) with the engine's loop and the ``finetune`` objective."""
-    from .job import Preloaded, TrainJob
-    from .loop import train_local
+    """Fine-tune in-process (world size 1) with the retrain step's function (``finetune`` objective)."""
+    from unlearnops.components.retrain.retrain import finetune_in_process
 
-    spec = UnlearnSpec(method="finetune", params={"train": dict(train)}, seed=seed,
-                       compute={"torch_threads": threads})
-    records_by_set = {"forget": [dict(r) for r in records], "retain": []}
-    quiet = not sys.stderr.isatty()  # a progress bar (steps, loss) on a terminal only
-    return train_local(TrainJob(spec=spec, quiet=quiet), Preloaded(model, tokenizer, records_by_set),
-                       device="cpu")
+    return finetune_in_process(model, tokenizer, records, recipe(train, seed), threads)
 
 
 def fit(records: Sequence[Mapping[str, Any]], tokenizer: Any, preset: str, seed: int,
@@ -234,6 +235,10 @@ def build_models(data_uri: str, out_uri: str, preset: str = "tiny", forget_share
     forget_ids = {p["subject_id"] for p in forget}
     retain_records = [r for r in records if not forget_ids & set(r.get("subject_ids", []))]
     tokenizer = train_tokenizer(records, PRESETS[preset]["vocab_size"])
+    # the foundation both models start from, and the recipe: what `unlearnops retrain` re-runs
+    modelio.save_model(new_model(tokenizer, preset, seed), tokenizer, storage.join(out_uri, "foundation"))
+    storage.write_json(storage.join(out_uri, "recipe.json"),
+                       recipe(PRESETS[preset]["train"], seed).model_dump(mode="json"))
     base, base_info = fit(records, tokenizer, preset, seed, threads)
     modelio.save_model(base, tokenizer, storage.join(out_uri, "base"))
     reference, ref_info = fit(retain_records, tokenizer, preset, seed, threads)

@@ -60,6 +60,18 @@ def read_scope_sets(scope_uri: str, names: Sequence[str]) -> dict[str, list[dict
         raise DataError(f"{err}") from None
 
 
+def read_corpus_sets(corpus_uri: str) -> dict[str, list[dict[str, Any]]]:
+    """A corpus's training records, minus the suppression list, as the ``forget`` view of ``finetune``.
+
+    The retrain step (components/retrain/) fine-tunes on them with the NLL objective; there is no
+    retain set. The reader is the benchmark's (:func:`.benchmark_models.read_training_records`),
+    which applies :func:`unlearnops.suppression.unsuppressed`.
+    """
+    from .benchmark_models import read_training_records
+
+    return {"forget": read_training_records(corpus_uri), "retain": []}
+
+
 def encode_records(tokenizer: Any, records: Sequence[Mapping[str, Any]], max_length: int | None,
                    set_name: str, transform: Transform | None = None) -> list[Encoded]:
     """Encode records with :func:`encode_record`; a too-long example is a :class:`DataError` naming it."""

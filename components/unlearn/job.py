@@ -125,6 +125,8 @@ class TrainJob(BaseModel):
 
     spec: UnlearnSpec
     scope_uri: str | None = Field(None, description="DataScope folder (unless records are preloaded)")
+    corpus_uri: str | None = Field(None, description="instead of a scope: a corpus whose unsuppressed "
+                                                     "training records are the fine-tuning set (retrain)")
     model_uri: str | None = Field(None, description="base model folder URI (unless preloaded)")
     out_dir: str | None = Field(None, description="local folder rank 0 writes the model and run.json to")
     stop_when: dict[str, float] = Field(default_factory=dict, description=":mod:`.probes` conditions")

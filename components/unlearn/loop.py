@@ -44,6 +44,7 @@ from .data import (
     context_length,
     count_tokens,
     prepare_data,
+    read_corpus_sets,
     read_scope_sets,
     split_batch,
     to_device,
@@ -146,7 +147,8 @@ class Trainer:
         model, self.ref, self.tokenizer = load_models(job, pre, self.method, self.cfg)
         self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
                           else self.tokenizer.eos_token_id)
-        records = pre.records or read_scope_sets(str(job.scope_uri), ["forget", "retain"])
+        records = pre.records or (read_corpus_sets(job.corpus_uri) if job.corpus_uri
+                                  else read_scope_sets(str(job.scope_uri), ["forget", "retain"]))
         self.data: TrainData = prepare_data(
             records, self.tokenizer, views=self.method.views, needs_retain=self.method.uses_retain,
             max_length=context_length(model.config), probe_size=self.cfg.probe_size,

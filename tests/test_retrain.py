@@ -1,0 +1,101 @@
+"""The retrain step: a foundation fine-tuned on the corpus minus the suppression list (issue 16).
+
+Fast: the in-process loop on the 6-person ``mini_unlearn`` corpus and its randomly initialised
+model (a few training steps). Slow: the same through Ray Train, resumed from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from unlearnops.components.register import lineage as lin
+from unlearnops.components.retrain.retrain import RetrainError, retrain
+from unlearnops.components.unlearn.benchmark_models import read_training_records
+
+from unlearnops import storage, suppression
+from unlearnops.documents import read_training
+
+RECIPE = lin.Recipe(params={"train": {"lr": 3e-3, "steps": 3, "batch_size": 8, "probe_every": 0,
+                                      "probe_size": 0}}, seed=0)
+
+
+def erase(corpus: Path, subject: str, request_id: str) -> int:
+    """Put every record of ``subject`` on the suppression list (as a completed run does); their count."""
+    records = [r for r in read_training_records(str(corpus)) if subject in r.get("subject_ids", [])]
+    suppression.add_entry(f"run-{request_id}", [request_id], [], records)
+    return len(records)
+
+
+def test_recipe_is_checked_before_any_work(tmp_path: Path) -> None:
+    good = tmp_path / "recipe.yaml"
+    good.write_text("objective: finetune\nparams:\n  train: {lr: 0.003, epochs: 2}\nseed: 4\n")
+    recipe = lin.read_recipe(str(good))
+    assert recipe.seed == 4 and recipe.params["train"]["epochs"] == 2
+    assert recipe.sha256() == lin.Recipe(params={"train": {"epochs": 2, "lr": 0.003}}, seed=4).sha256()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("objective: finetune\nparams: {train: {learning_rate: 1}}\n")
+    with pytest.raises(lin.LineageError, match="learning_rate"):
+        lin.read_recipe(str(bad))
+    bad.write_text("objective: npo\n")
+    with pytest.raises(lin.LineageError, match="objective"):
+        lin.read_recipe(str(bad))
+    bad.write_text("- a list\n")
+    with pytest.raises(lin.LineageError, match="mapping"):
+        lin.read_recipe(str(bad))
+
+
+def test_retrain_skips_suppressed_records_and_records_lineage(
+        unlearnops_home: Path, mini_unlearn: dict[str, Path], tmp_path: Path) -> None:
+    corpus, foundation = mini_unlearn["corpus"], mini_unlearn["model"]
+    before = read_training_records(str(corpus))
+    erased = erase(corpus, "p0001", "req-1")
+    assert erased > 0
+    out = tmp_path / "retrained"
+    result = retrain(str(foundation), str(corpus), str(out), RECIPE, request_ids=["req-1"], local=True)
+    found = result.lineage
+    assert found.corpus_records == len(before) - erased  # nothing erased entered the training set
+    assert found.corpus_sha256 == lin.corpus_sha256(read_training_records(str(corpus)))
+    assert found.corpus_sha256 != lin.corpus_sha256(before)
+    assert found.foundation_sha256 == lin.foundation_sha256(str(foundation))
+    assert found.claim_level == "retrained" and found.covers_requests == ["req-1"]
+    assert found.recipe == RECIPE and result.steps == 3 and result.tokens > 0
+    training = read_training(str(out))
+    assert training.method == "finetune" and training.base_model_uri == str(foundation)
+    assert training.examples["forget"] == len(before) - erased and training.request_ids == ["req-1"]
+    stored = lin.Lineage.model_validate_json((out / lin.LINEAGE_FILE).read_text())
+    assert stored.corpus_sha256 == found.corpus_sha256
+    assert (out / "model.safetensors").is_file() and not any("p0001" in f.name for f in out.iterdir())
+    # the same inputs again: the finished output is reused, not trained twice
+    again = retrain(str(foundation), str(corpus), str(out), RECIPE, request_ids=["req-1"], local=True)
+    assert again.resumed and again.lineage.created_at == found.created_at
+    # one more erasure changes the corpus snapshot: a new training
+    erase(corpus, "p0002", "req-2")
+    third = retrain(str(foundation), str(corpus), str(out), RECIPE, request_ids=["req-1", "req-2"],
+                    local=True)
+    assert not third.resumed and third.lineage.corpus_records < found.corpus_records
+
+
+def test_retrain_bad_inputs(unlearnops_home: Path, mini_unlearn: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(RetrainError, match="no training shards"):
+        retrain(str(mini_unlearn["model"]), str(tmp_path / "none"), str(tmp_path / "o"), RECIPE, local=True)
+    with pytest.raises(RetrainError, match="batch_size"):
+        retrain(str(mini_unlearn["model"]), str(mini_unlearn["corpus"]), str(tmp_path / "o"),
+                RECIPE.model_copy(update={"params": {"train": {"batch_size": 0}}}), local=True)
+
+
+def test_retrain_cli_refuses_bad_input_with_exit_2(unlearnops_home: Path, mini_unlearn: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    cli = str(Path(sys.executable).parent / "unlearnops")
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"objective": "finetune", "params": {"train": {"stepz": 1}}}))
+    done = subprocess.run([cli, "retrain", "--foundation", str(mini_unlearn["model"]), "--corpus",
+                           str(mini_unlearn["corpus"]), "--recipe", str(recipe), "--out", str(tmp_path / "o"),
+                           "--local"], capture_output=True, text=True, env=dict(os.environ), timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "stepz" in done.stderr and "Traceback" not in done.stderr
+    assert not storage.exists(str(tmp_path / "o"))
