@@ -7,7 +7,8 @@ people, as build-models splits them), and two models of the ``small`` preset's a
 initialised (seeds 0 = base, 1 = candidate): pass costs depend on shapes, not weights, and a
 random model never stops early at EOS, so generation runs to its full token budget (the worst case).
 
-Measured in the same process, alternating, median over repeats:
+Measured in the same process through :mod:`benchmarks.harness` (floor and suite interleaved
+round by round, median with min/max; ``EVAL_BENCH_REPEATS`` or ``BENCH_REPEATS`` rounds):
 - floor: for each model, every teacher-forced pass the suite plans (one per set × question
   variant: answers, paraphrased questions, perturbed answers) as a bare batched forward
   (``model(...)``, nothing kept) and one bare batched greedy ``generate`` per generated set,
@@ -24,7 +25,6 @@ Target: suite / floor <= 1.3.
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +32,10 @@ from typing import Any
 
 import torch
 
+from benchmarks import harness
+
 PRESET = os.environ.get("EVAL_BENCH_PRESET", "small")
-REPEATS = int(os.environ.get("EVAL_BENCH_REPEATS", "2"))
+REPEATS = int(os.environ.get("EVAL_BENCH_REPEATS", "0")) or None  # None: the harness default
 THREADS = int(os.environ.get("EVAL_BENCH_THREADS", "2"))
 TARGET = 1.3
 
@@ -149,23 +151,38 @@ def run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="eval-bench-") as tmp:
         env = _setup(Path(tmp))
         _suite(env, robustness=False)  # warm-up (imports, allocator, rouge stemmer)
-        floors, suites = [], []
-        for _ in range(REPEATS):
-            floors.append(_floor(env))
-            suites.append(_suite(env, robustness=False))
+        measured = harness.run_rounds({"floor": lambda: _floor_run(env),
+                                       "suite": lambda: {"seconds": _suite(env, robustness=False)}},
+                                      REPEATS, label="eval")
         counts = {k: len(v) for k, v in env["data"].sets.items() if v}
         robust = _suite(env, robustness=True)
-    floor = statistics.median(sum(f.values()) for f in floors)
-    floor_sets = statistics.median(f["tf_main"] + f["gen"] for f in floors)
-    suite = statistics.median(suites)
+    floor, suite = harness.median(measured, "floor", "seconds"), harness.median(measured, "suite", "seconds")
+    floor_sets = harness.median(measured, "floor", "sets_seconds")
     return {
         "preset": PRESET, "params": env["params"], "device": env["device"], "threads": THREADS,
-        "repeats": REPEATS, "models": 2, "counts": counts,
+        "repeats": measured["repeats"], "models": 2, "counts": counts, "measured": measured,
         "floor_seconds": floor, "floor_sets_seconds": floor_sets,
-        "floor_parts": {k: statistics.median(f[k] for f in floors) for k in floors[0]},
+        "floor_parts": {k: harness.median(measured, "floor", k) for k in ("tf_main", "tf_variants", "gen")},
         "suite_seconds": suite, "ratio": suite / floor, "ratio_vs_floor_sets": suite / floor_sets,
         "target": TARGET, "met": suite / floor <= TARGET, "robustness_seconds": robust,
     }
+
+
+def _floor_run(env: dict[str, Any]) -> dict[str, float]:
+    """One floor measurement: its parts, their sum and the stricter per-set floor."""
+    parts = _floor(env)
+    return {**parts, "seconds": sum(parts.values()), "sets_seconds": parts["tf_main"] + parts["gen"]}
+
+
+def _spread_lines(result: dict[str, Any]) -> list[str]:
+    """Min–max, CPU seconds and load of the harness rounds (results from before it have none)."""
+    m = result.get("measured")
+    if not m:
+        return []
+    return [f"Floor {harness.spread(m, 'floor', 'seconds')} s, "
+            f"suite {harness.spread(m, 'suite', 'seconds')} s "
+            f"(median (min–max)); CPU s floor {harness.spread(m, 'floor', 'cpu_s', '.1f')}, suite "
+            f"{harness.spread(m, 'suite', 'cpu_s', '.1f')}. {harness.load_note(m)}", ""]
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
@@ -185,6 +202,7 @@ def summary_markdown(result: dict[str, Any]) -> str:
         f"| **suite** (shared passes + every core metric) | **{result['suite_seconds']:.2f}** |",
         f"| robustness re-runs (relearn, 4-bit, prefixes), separately | {result['robustness_seconds']:.2f} |",
         "",
+        *_spread_lines(result),
         f"Ratio suite / floor: **{result['ratio']:.2f}x** (target <= {result['target']}x: "
         f"{'met' if result['met'] else 'NOT met'}); vs the stricter per-set floor "
         f"{result['ratio_vs_floor_sets']:.2f}x (the truth-ratio passes over paraphrased questions and "

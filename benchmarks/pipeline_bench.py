@@ -8,20 +8,22 @@ the demo gate policy, one worker). Measured in the same run on the same machine:
 - ``steps``: the same five steps called directly in one process, each timed (resolve_scope,
   run_unlearning, evaluate_model, register_model, promote) — the steps' own work.
 
-Overhead = pipeline − steps; target ≤ 20% of the pipeline's wall time. ``PIPELINE_BENCH_REPEATS``
-(default 1) repeats both and reports medians.
+Overhead = pipeline − steps; target ≤ 20% of the pipeline's wall time. Both run interleaved
+round by round through :mod:`benchmarks.harness` (``PIPELINE_BENCH_REPEATS`` or ``BENCH_REPEATS``
+rounds, medians with min/max, CPU seconds of the whole process tree).
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks import harness
 
 TARGET_SHARE = 0.20
 METHOD = "npo"
@@ -115,7 +117,7 @@ def run_steps_direct(request_id: str, corpus: str, reference: str, base_version:
 
 
 def run() -> dict[str, Any]:
-    repeats = int(os.environ.get("PIPELINE_BENCH_REPEATS", "1"))
+    repeats = int(os.environ.get("PIPELINE_BENCH_REPEATS", "0")) or None  # None: the harness default
     with tempfile.TemporaryDirectory(prefix="unlearnops-pipeline-bench-") as tmp:
         home = Path(tmp) / "home"
         ctx = _setup(home)
@@ -127,28 +129,36 @@ def run() -> dict[str, Any]:
         base_version = str(MlflowClient(get_settings().tracking_uri)
                            .get_model_version_by_alias(MODEL_NAME, "champion").version)
         subjects = _subjects(REQUEST_ID)
-        walls, steps_sums, step_runs, codes = [], [], [], []
-        for i in range(repeats):
-            rid_p, rid_d = f"bench-pipeline-{i}", f"bench-direct-{i}"
-            _file(rid_p, subjects)
-            _file(rid_d, subjects)
+        counter = {"pipeline": 0, "direct": 0}
+
+        def pipeline() -> dict[str, Any]:
+            rid = f"bench-pipeline-{counter['pipeline']}"
+            counter["pipeline"] += 1
+            _file(rid, subjects)
             _reset_champion(MODEL_NAME, base_version)
-            wall, code = run_pipeline_cli(rid_p, ctx["corpus"], ctx["reference"])
+            wall, code = run_pipeline_cli(rid, ctx["corpus"], ctx["reference"])
+            return {"seconds": wall, "exit_code": code}
+
+        def direct() -> dict[str, Any]:
+            i = counter["direct"]
+            counter["direct"] += 1
+            _file(f"bench-direct-{i}", subjects)
             _reset_champion(MODEL_NAME, base_version)
-            times = run_steps_direct(rid_d, ctx["corpus"], ctx["reference"], base_version,
+            times = run_steps_direct(f"bench-direct-{i}", ctx["corpus"], ctx["reference"], base_version,
                                      str(home / "bench-direct" / str(i)))
-            walls.append(wall)
-            steps_sums.append(sum(times.values()))
-            step_runs.append(times)
-            codes.append(code)
-    wall = statistics.median(walls)
-    steps = statistics.median(steps_sums)
+            return {"seconds": sum(times.values()), **{f"step_{k}": v for k, v in times.items()}}
+
+        measured = harness.run_rounds({"pipeline": pipeline, "direct": direct}, repeats, label="pipeline")
+    wall = harness.median(measured, "pipeline", "seconds")
+    steps = harness.median(measured, "direct", "seconds")
     overhead = wall - steps
     share = overhead / wall if wall else 0.0
+    codes = [r["exit_code"] for r in measured["contenders"]["pipeline"]["runs"]]
+    step_stats = measured["contenders"]["direct"]["stats"]
     return {
         "name": "pipeline",
         "workload": "demo: tiny model, 2-person erasure request, npo 40 steps, demo policy, 1 worker",
-        "repeats": repeats,
+        "repeats": measured["repeats"],
         "pipeline_wall_s": round(wall, 2),
         "steps_work_s": round(steps, 2),
         "overhead_s": round(overhead, 2),
@@ -156,8 +166,9 @@ def run() -> dict[str, Any]:
         "ratio": round(wall / steps, 3) if steps else None,
         "target": f"overhead <= {TARGET_SHARE:.0%} of wall",
         "meets_target": share <= TARGET_SHARE,
-        "step_seconds": {k: round(statistics.median(r.get(k, 0.0) for r in step_runs), 2)
-                         for k in step_runs[0]},
+        "step_seconds": {k.removeprefix("step_"): round(v["median"], 2) for k, v in step_stats.items()
+                         if k.startswith("step_")},
+        "measured": measured,
         "pipeline_exit_codes": codes,
     }
 
@@ -178,6 +189,16 @@ def _reset_champion(name: str, version: str) -> None:
     MlflowClient(get_settings().tracking_uri).set_registered_model_alias(name, "champion", version)
 
 
+def _spread_line(result: dict[str, Any]) -> str:
+    m = result.get("measured")
+    if not m:
+        return ""
+    return (f"Wall s pipeline {harness.spread(m, 'pipeline', 'seconds')}, direct "
+            f"{harness.spread(m, 'direct', 'seconds')}; "
+            f"CPU s pipeline {harness.spread(m, 'pipeline', 'cpu_s', '.1f')}, "
+            f"direct {harness.spread(m, 'direct', 'cpu_s', '.1f')}. {harness.load_note(m)}\n\n")
+
+
 def summary_markdown(result: dict[str, Any]) -> str:
     ok = "meets" if result.get("meets_target") else "misses"
     rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in result.get("step_seconds", {}).items())
@@ -188,7 +209,8 @@ def summary_markdown(result: dict[str, Any]) -> str:
         f"| `unlearnops run` wall time | {result['pipeline_wall_s']:.2f} |\n"
         f"| steps' own work (direct calls) | {result['steps_work_s']:.2f} |\n"
         f"| pipeline overhead | {result['overhead_s']:.2f} ({result['overhead_share']:.1%} of wall) |\n\n"
-        f"Target: {result['target']} — {ok} it.\n\n"
+        + _spread_line(result)
+        + f"Target: {result['target']} — {ok} it.\n\n"
         "| step (direct) | seconds |\n|---|---|\n" + rows + "\n"
     )
 

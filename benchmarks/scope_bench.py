@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,12 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
+
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 SHARDS = 8
 BIG_PEOPLE = 111_112  # 8 QA + 1 biography each → 1,000,008 + 30 general records
 SMALL_PEOPLE = BIG_PEOPLE // 10
-REPEATS = 3
 
 
 def corpus(people: int) -> Path:
@@ -118,24 +118,28 @@ def _run_child(kind: str, path: Path, subject: str, name: str) -> dict[str, Any]
     return result
 
 
-def _median(runs: list[dict[str, Any]], key: str) -> float:
-    return float(statistics.median(r[key] for r in runs))
-
-
-def _measure(kind: str, path: Path, subject: str, name: str, repeats: int) -> dict[str, Any]:
-    runs = [_run_child(kind, path, subject, name) for _ in range(repeats)]
-    return {"records": runs[0]["records"], "forget": runs[0]["forget"],
-            "seconds": _median(runs, "seconds"), "records_per_s": _median(runs, "records_per_s"),
-            "peak_rss_mb": _median(runs, "peak_rss_mb"), "runs": runs}
+def _summary(measured: dict[str, Any], contender: str) -> dict[str, Any]:
+    """A contender's medians (records/s, seconds, peak RSS, CPU) and its counts, checked stable."""
+    c = measured["contenders"][contender]
+    forget = {r["forget"] for r in c["runs"]}
+    if len(forget) != 1:
+        raise RuntimeError(f"{contender}: forget counts differ between rounds: {sorted(forget)}")
+    out: dict[str, Any] = {k: v["median"] for k, v in c["stats"].items()}
+    out.update({"records": c["runs"][0]["records"], "forget": forget.pop(), "stats": c["stats"]})
+    return out
 
 
 def run() -> dict[str, Any]:
     big, small = corpus(BIG_PEOPLE), corpus(SMALL_PEOPLE)
     subject, name = _subject(big, BIG_PEOPLE)
     small_subject, small_name = _subject(small, SMALL_PEOPLE)
-    resolver = _measure("resolver", big, subject, name, REPEATS)
-    pandas = _measure("pandas", big, subject, name, REPEATS)
-    resolver_small = _measure("resolver", small, small_subject, small_name, REPEATS)
+    measured = harness.run_rounds({
+        "resolver": lambda: _run_child("resolver", big, subject, name),
+        "pandas": lambda: _run_child("pandas", big, subject, name),
+        "resolver_small": lambda: _run_child("resolver", small, small_subject, small_name),
+    }, label="scope")
+    resolver, pandas, resolver_small = (_summary(measured, k)
+                                        for k in ("resolver", "pandas", "resolver_small"))
     if resolver["forget"] != pandas["forget"]:
         raise RuntimeError(f"resolver found {resolver['forget']} forget records, pandas {pandas['forget']}")
     speed = resolver["records_per_s"] / pandas["records_per_s"]
@@ -144,7 +148,8 @@ def run() -> dict[str, Any]:
     return {
         "name": "scope",
         "shards": SHARDS,
-        "repeats": REPEATS,
+        "repeats": measured["repeats"],
+        "measured": measured,
         "resolver": resolver,
         "pandas": pandas,
         "resolver_small": resolver_small,
@@ -158,24 +163,33 @@ def run() -> dict[str, Any]:
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
-    r, p, s = result["resolver"], result["pandas"], result["resolver_small"]
+    measured = result.get("measured")
 
-    def row(label: str, m: dict[str, Any]) -> str:
-        return (f"| {label} | {m['records']:,} | {m['forget']} | {m['seconds']:.2f} | "
-                f"{m['records_per_s']:,.0f} | {m['peak_rss_mb']:.0f} |")
+    def row(label: str, key: str) -> str:
+        m = result[key]
+        if measured is None:  # a result from before the harness: medians only
+            return (f"| {label} | {m['records']:,} | {m['forget']} | {m['seconds']:.2f} | "
+                    f"{m['records_per_s']:,.0f} | — | {m['peak_rss_mb']:.0f} |")
+        return (f"| {label} | {m['records']:,} | {m['forget']} | "
+                f"{harness.spread(measured, key, 'seconds')} | "
+                f"{harness.spread(measured, key, 'records_per_s', ',.0f')} | "
+                f"{harness.spread(measured, key, 'cpu_s', '.1f')} | "
+                f"{harness.spread(measured, key, 'peak_rss_mb', '.0f')} |")
 
     ok = result["passed"]
     return "\n".join([
         "## Scope resolution (`benchmarks/scope_bench.py`)",
         "",
         f"One subject request over a generated corpus in {result['shards']} JSONL shards; each contender "
-        f"in its own subprocess, median of {result['repeats']} runs; peak RSS = the child's own VmHWM.",
+        f"in its own subprocess; median (min–max) over rounds; peak RSS = the child's own VmHWM; CPU = the "
+        "child's user + system seconds (process start and imports included). "
+        + (harness.load_note(measured) if measured else f"Median of {result['repeats']} runs."),
         "",
-        "| contender | records | forget | seconds | records/s | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|",
-        row("unlearnops resolve_scope (all five sets)", r),
-        row("pandas read_json + concat + filter (forget only)", p),
-        row("unlearnops resolve_scope, 10x smaller corpus", s),
+        "| contender | records | forget | seconds | records/s | CPU s | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        row("unlearnops resolve_scope (all five sets)", "resolver"),
+        row("pandas read_json + concat + filter (forget only)", "pandas"),
+        row("unlearnops resolve_scope, 10x smaller corpus", "resolver_small"),
         "",
         "| measure | value | target | met |",
         "|---|---:|---|---|",

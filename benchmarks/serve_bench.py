@@ -5,8 +5,9 @@ For each model size (``tiny``: hidden 16 / 2 layers; ``small``: random-init Llam
 each in its own process with one torch thread. Ours runs with batching off (``--max-batch 1``) and
 its request limits on (body size, prompts, context, queued tokens, deadline). A concurrent client
 (``CONCURRENCY`` threads) sends MLflow-format ``/invocations`` bodies of mixed prompt lengths
-(:data:`PROMPT_WORDS`, cycled) to each, in alternating rounds; we report p50/p95 latency and
-requests/s (median over rounds). Target: >= 1.0x mlflow's throughput at <= its p95.
+(:data:`PROMPT_WORDS`, cycled) to each, in interleaved rounds (:mod:`benchmarks.harness`); we
+report p50/p95 latency, requests/s and the server's CPU seconds (median, min and max over
+rounds). Target: >= 1.0x mlflow's throughput at <= its p95.
 
 Promotion: while two clients stream completions at our server, ``promote`` (then ``rollback``)
 moves the champion; we time from the call's return until ``/version`` reports the new version,
@@ -25,15 +26,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from benchmarks import harness
+
 SIZES = {"tiny": {"hidden": 16, "layers": 2, "requests": 160},
          "small": {"hidden": 512, "layers": 8, "requests": 48}}
 CONCURRENCY = 4
-ROUNDS = 3
+ROUNDS = int(os.environ.get("SERVE_BENCH_ROUNDS", "0")) or None  # None: the harness default
 MAX_NEW_TOKENS = 8
 PROMOTIONS = 2
 BODY = {"inputs": ["Question: who is the cat\nAnswer:"], "params": {"max_new_tokens": MAX_NEW_TOKENS}}
@@ -108,8 +112,15 @@ def load_test(url: str, total: int, concurrency: int = CONCURRENCY) -> dict[str,
             "rps": len(latencies) / wall, "failures": failures[0]}
 
 
-def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+def _server_round(pid: int, port: int, total: int) -> dict[str, float]:
+    """One load test of the server ``pid`` on ``port``, with the server's CPU seconds during it."""
+    before = harness.pid_cpu_seconds(pid)
+    got = load_test(f"http://127.0.0.1:{port}/invocations", total)
+    return {**got, "server_cpu_s": harness.pid_cpu_seconds(pid) - before}
+
+
+def _median(measured: dict[str, Any], contender: str) -> dict[str, float]:
+    return {key: st["median"] for key, st in measured["contenders"][contender]["stats"].items()}
 
 
 def promotion_test(base: str, promote: Callable[[], Any], expect: str) -> dict[str, float]:
@@ -169,10 +180,11 @@ def bench_size(size: str, root: Path, env: dict[str, str]) -> dict[str, Any]:
         peer = _start([str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{name}/{v1}",
                        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(peer_port)], env,
                       root / f"mlflow-{size}.log", f"http://127.0.0.1:{peer_port}/invocations")
-        rounds_ours, rounds_peer = [], []
-        for _ in range(ROUNDS):
-            rounds_ours.append(load_test(f"http://127.0.0.1:{ours_port}/invocations", spec["requests"]))
-            rounds_peer.append(load_test(f"http://127.0.0.1:{peer_port}/invocations", spec["requests"]))
+        served = {"ours": (ours, ours_port), "mlflow_models_serve": (peer, peer_port)}
+        measured = harness.run_rounds(
+            {key: partial(_server_round, proc.pid, port, spec["requests"])
+             for key, (proc, port) in served.items()},
+            ROUNDS, label=f"serve {size}")
         _stop(peer)
         peer = None
         base = f"http://127.0.0.1:{ours_port}"
@@ -184,7 +196,7 @@ def bench_size(size: str, root: Path, env: dict[str, str]) -> dict[str, Any]:
         _stop(ours)
         if peer is not None:
             _stop(peer)
-    o, p = _median(rounds_ours), _median(rounds_peer)
+    o, p = (_median(measured, key) for key in ("ours", "mlflow_models_serve"))
     return {"ours": o, "mlflow_models_serve": p, "throughput_ratio": o["rps"] / p["rps"],
             "p95_ratio": o["p95_ms"] / p["p95_ms"],
             "promotion": {"median_seconds_to_new_version": statistics.median(s["seconds"] for s in swaps),
@@ -192,7 +204,7 @@ def bench_size(size: str, root: Path, env: dict[str, str]) -> dict[str, Any]:
                           "failed_requests": sum(s["failed_requests"] for s in swaps),
                           "requests_during_switches": sum(s["requests"] for s in swaps),
                           "switches": len(swaps)},
-            "rounds": {"ours": rounds_ours, "mlflow_models_serve": rounds_peer}}
+            "measured": measured}
 
 
 def run() -> dict[str, Any]:
@@ -218,7 +230,8 @@ def run() -> dict[str, Any]:
             os.environ.clear()
             os.environ.update(saved)
             get_settings.cache_clear()
-    return {"sizes": sizes, "concurrency": CONCURRENCY, "rounds": ROUNDS, "max_new_tokens": MAX_NEW_TOKENS,
+    return {"sizes": sizes, "concurrency": CONCURRENCY, "rounds": ROUNDS or harness.repeats(),
+            "max_new_tokens": MAX_NEW_TOKENS,
             "prompt_words": list(PROMPT_WORDS), "batching": "off (--max-batch 1), limits on",
             "target": ">= 1.0x mlflow models serve throughput at <= its p95; "
                       "0 failed requests during promotion"}
@@ -231,14 +244,26 @@ def summary_markdown(result: dict[str, Any]) -> str:
              f"{result.get('batching', 'on')}, one torch thread per server, median of {result['rounds']} "
              f"rounds. Target: {result['target']}.\n",
              "| model | ours p50 ms | ours p95 ms | ours req/s | mlflow p50 ms | mlflow p95 ms "
-             "| mlflow req/s | throughput ratio | promote→new version s (median/max) "
-             "| failed requests during switches |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| mlflow req/s | throughput ratio | server CPU s ours / mlflow | target met "
+             "| promote→new version s (median/max) | failed requests during switches |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
     for size, r in result["sizes"].items():
         o, p, s = r["ours"], r["mlflow_models_serve"], r["promotion"]
-        lines.append(f"| {size} | {o['p50_ms']:.1f} | {o['p95_ms']:.1f} | {o['rps']:.1f} | "
-                     f"{p['p50_ms']:.1f} | {p['p95_ms']:.1f} | {p['rps']:.1f} | "
-                     f"{r['throughput_ratio']:.2f}x | "
+        met = r["throughput_ratio"] >= 1.0 and o["p95_ms"] <= p["p95_ms"]
+        cpu = (f"{o['server_cpu_s']:.1f} / {p['server_cpu_s']:.1f}" if "server_cpu_s" in o else "—")
+        lines.append(f"| {size} | {o['p50_ms']:.1f} | {o['p95_ms']:.1f} | {_rps(r, 'ours')} | "
+                     f"{p['p50_ms']:.1f} | {p['p95_ms']:.1f} | {_rps(r, 'mlflow_models_serve')} | "
+                     f"{r['throughput_ratio']:.2f}x | {cpu} | {'yes' if met else 'no'} | "
                      f"{s['median_seconds_to_new_version']:.2f} / {s['max_seconds_to_new_version']:.2f} | "
                      f"{s['failed_requests']} of {s['requests_during_switches']} |")
-    return "\n".join(lines) + "\n"
+        if "measured" in r:
+            notes.append(f"{size}: {harness.load_note(r['measured'])}")
+    return "\n".join([*lines, "", *notes]) + "\n"
+
+
+def _rps(result: dict[str, Any], contender: str) -> str:
+    """Requests/s as ``median (min–max)`` when the rounds are recorded."""
+    if "measured" not in result:
+        return f"{result[contender]['rps']:.1f}"
+    return harness.spread(result["measured"], contender, "rps", ".1f")

@@ -22,13 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from benchmarks import harness
 
 STEPS = 6
 BATCH = 8
 THREADS = 1
-REPEATS = 3
 CACHE = Path(__file__).resolve().parent / ".cache" / "unlearn-bench"
 
 
@@ -201,8 +203,10 @@ def run() -> dict[str, Any]:
     peak = matmul_flops()
     methods: dict[str, Any] = {}
     for method in ("npo", "grad_diff"):
-        rounds = [(run_child("ours", method, paths), run_child("hf", method, paths)) for _ in range(REPEATS)]
-        ours, hf = _median_run([r[0] for r in rounds]), _median_run([r[1] for r in rounds])
+        measured = harness.run_rounds({"ours": partial(run_child, "ours", method, paths),
+                                       "hf": partial(run_child, "hf", method, paths)},
+                                      label=f"unlearn {method}")
+        ours, hf = _medians(measured, "ours"), _medians(measured, "hf")
         flops = 6 * n_params * ours["tokens_per_s"]
         methods[method] = {
             "ours": ours, "hf_trainer": hf,
@@ -215,7 +219,7 @@ def run() -> dict[str, Any]:
         "model": {"preset": "small", "parameters": n_params, "hidden": params["hidden_size"],
                   "layers": params["num_hidden_layers"]},
         "setup": {"steps": STEPS, "batch_forget": BATCH, "batch_retain": BATCH, "threads": THREADS,
-                  "repeats": REPEATS},
+                  "repeats": harness.repeats()},
         "matmul_peak_flops": peak, "methods": methods, "ray": ray,
         "targets": {"npo_speedup_min": 1.2, "npo_memory_ratio_max": 1.0, "ray_fixed_cost_s_max": 15.0},
         "met": {
@@ -226,10 +230,21 @@ def run() -> dict[str, Any]:
     }
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median tokens/s (its own numbers), plus every repeat's tokens/s."""
-    ordered = sorted(runs, key=lambda r: r["tokens_per_s"])
-    return {**ordered[len(ordered) // 2], "repeats_tokens_per_s": [r["tokens_per_s"] for r in runs]}
+def _medians(measured: dict[str, Any], contender: str) -> dict[str, Any]:
+    """A contender's median of every number over the rounds, with the min/max stats and the load."""
+    stats = measured["contenders"][contender]["stats"]
+    return {**{k: v["median"] for k, v in stats.items()}, "stats": stats,
+            "loaded_rounds": measured["loaded_rounds"], "load_note": harness.load_note(measured)}
+
+
+def _spread(summary: dict[str, Any], key: str) -> str:
+    """``median (min–max)`` from a :func:`_medians` summary (median only for older results)."""
+    st = summary.get("stats", {}).get(key)
+    return f"{summary[key]:.0f}" if st is None else f"{st['median']:.0f} ({st['min']:.0f}–{st['max']:.0f})"
+
+
+def _cpu(summary: dict[str, Any]) -> str:
+    return f"{summary['cpu_s']:.1f}" if "cpu_s" in summary else "—"
 
 
 def _count_params(model_dir: Path) -> int:
@@ -245,22 +260,28 @@ def summary_markdown(result: dict[str, Any]) -> str:
         f"`small` Llama ({result['model']['parameters'] / 1e6:.1f}M parameters, random init), "
         f"{result['setup']['steps']} steps of {result['setup']['batch_forget']} forget + "
         f"{result['setup']['batch_retain']} retain examples, 1 worker, {result['setup']['threads']} thread; "
-        "each contender in a fresh process, alternating, median of "
-        f"{result['setup'].get('repeats', 1)} repeats; tokens/s over the optimizer steps (the engine's "
-        "one-off reference caching is reported apart).\n",
+        "each contender in a fresh process, interleaved round by round, median (min–max) of "
+        f"{result['setup'].get('repeats', 1)} rounds; tokens/s over the optimizer steps (the engine's "
+        "one-off reference caching is reported apart); CPU s = the child's whole process.\n",
         "| method | engine tokens/s | HF Trainer tokens/s | speed-up | engine peak MB | HF peak MB | "
-        "memory ratio | achieved GFLOP/s | share of matmul peak |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "memory ratio | engine / HF CPU s | achieved GFLOP/s | share of matmul peak |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    notes = []
     for name, r in m.items():
         ours, hf = r["ours"], r["hf_trainer"]
         lines.append(
-            f"| {name} | {ours['tokens_per_s']:.0f} | {hf['tokens_per_s']:.0f} | {r['speedup']:.2f}x | "
+            f"| {name} | {_spread(ours, 'tokens_per_s')} | {_spread(hf, 'tokens_per_s')} | "
+            f"{r['speedup']:.2f}x | "
             f"{ours['peak_memory_mb']:.0f} | {hf['peak_memory_mb']:.0f} | {r['memory_ratio']:.2f} | "
+            f"{_cpu(ours)} / {_cpu(hf)} | "
             f"{r['achieved_flops'] / 1e9:.1f} | {r['flops_share_of_matmul_peak']:.0%} |")
+        if "load_note" in ours:
+            notes.append(f"{name}: {ours['load_note']}")
     met = result["met"]
     lines += [
         "",
+        *notes,
         f"Engine's one-off NPO reference caching (all forget examples, once per run): "
         f"{m['npo']['ours'].get('one_off_cache_s', 0.0):.1f} s.",
         f"Dense fp32 matmul rate measured in the same run: {result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s.",
