@@ -146,3 +146,63 @@ def test_retention_keeps_then_disposes(unlearnops_home: Path, monkeypatch: pytes
     assert [e.action for e in done] == ["deleted"] and not storage.exists(folder)
     record = disposition.read_record("r")
     assert record is not None and record.pending == []
+
+
+# ------------------------------------------------------------------ claim levels (issue 16)
+def _old_style(body: certificates.CertificateBody) -> str:
+    """A certificate as issued before claim levels existed: no claim_level, no supersedes, signed."""
+    import base64
+    import hashlib
+
+    raw = body.model_dump(mode="json")
+    del raw["claim_level"], raw["supersedes"]
+    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    digest = hashlib.sha256(text).hexdigest()
+    key = certificates.signing_key()
+    public = certificates._raw_public(key.public_key())
+    return json.dumps({"certificate": raw, "digest": digest, "signature": {
+        "algorithm": "Ed25519", "key_id": certificates.key_id(public),
+        "public_key": base64.b64encode(public).decode(),
+        "value": base64.b64encode(key.sign(bytes.fromhex(digest))).decode()}})
+
+
+def test_claim_levels_old_certificates_verify_retrained_references_earlier(
+        finished_run: dict[str, object]) -> None:
+    issued = finished_run["certificates"]
+    assert isinstance(issued, dict)
+    earlier = certificates.read_issued("erase-1")
+    assert earlier is not None and earlier.certificate.claim_level == "unlearned"
+    signed = json.loads(certificates.canonical(earlier.certificate))
+    assert "claim_level" not in signed and "supersedes" not in signed  # the default is left out
+    old = certificates.verify(_old_style(earlier.certificate))  # issued before claim levels: still valid
+    assert old.certificate.claim_level == "unlearned" and old.digest == earlier.digest
+    target = certificates.CertTarget(model="m", version_before="2", version_after="5")
+    method = certificates.CertMethod(objective="finetune", params_sha256="0" * 64, code_version="t",
+                                     run_id="r")
+    gate = GateResult(gate="forget_at_holdout", metric="privacy.mia_auc", value=0.5, threshold="<= 0.6",
+                      passed=True, reason="")
+    body = certificates.retrained_body(earlier, targets=[target], method=method, verification=[gate],
+                                       performer="pipeline:retrain-1", approver="dpo")
+    stored = certificates.issue(body)
+    text = storage.read_text(stored["certificate"])
+    cert = certificates.verify(text)
+    assert cert.certificate.claim_level == "retrained" and cert.certificate.supersedes is not None
+    assert cert.certificate.supersedes.id == earlier.certificate.id
+    assert cert.certificate.supersedes.digest == earlier.digest
+    assert cert.certificate.request == earlier.certificate.request
+    assert not any(x.startswith("Approximate") for x in cert.certificate.limitations)
+    assert "supersedes certificate" in storage.read_text(stored["certificate"].replace(".json", ".html"))
+    requester = certificates.verify(storage.read_text(stored["requester-copy"]))
+    assert requester.certificate.claim_level == "retrained"
+    kept = storage.join(certificates.certificates_root(), "erase-1", "superseded", earlier.certificate.id,
+                        "certificate.json")
+    assert certificates.verify(storage.read_text(kept)).digest == earlier.digest  # the earlier one kept
+    for field, value in (("claim_level", "unlearned"), ("supersedes", None)):
+        raw = json.loads(text)
+        raw["certificate"][field] = value
+        with pytest.raises(certificates.CertificateError, match="altered"):
+            certificates.verify(json.dumps(raw))
+    raw = json.loads(storage.read_text(kept))
+    raw["certificate"]["claim_level"] = "retrained"  # an upgrade claimed without signing it
+    with pytest.raises(certificates.CertificateError, match="altered"):
+        certificates.verify(json.dumps(raw))

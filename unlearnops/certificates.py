@@ -6,6 +6,13 @@ verified (every gate: metric, value, threshold, pass), what working data was dis
 limitations, and who performed and approved it. It never claims that the data no longer exists in
 the model: approximate unlearning is shown by the tests listed, not proven from the weights.
 
+Claim levels: ``unlearned`` (approximate unlearning, the default) and ``retrained`` (the model was
+retrained from its foundation without the erased data: exact unlearning, components/retrain/). A
+retrained certificate references the earlier one it upgrades (``supersedes``: its id and digest);
+the earlier one is kept under ``REQUEST/superseded/ID/``. The default claim level and an empty
+reference are left out of the signed bytes, so certificates issued before claim levels existed
+still verify.
+
 The body is canonical JSON (sorted keys, no spaces); ``digest`` is its SHA-256 and ``signature``
 an Ed25519 signature (RFC 8032, ``cryptography``) over the digest. The installation's key pair
 lives under ``HOME/keys/`` (private key 0600); :func:`verify` checks the digest, the signature,
@@ -24,7 +31,7 @@ import platform
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -43,6 +50,18 @@ LIMITATIONS = (
     "The data layer (corpus redaction, suppression list) and older model versions are covered by "
     "their own records (disposition, erased_by tags), not by this model's tests.",
 )
+
+RETRAINED_LIMITATIONS = (
+    "Exact unlearning by retraining: the model was fine-tuned again from its foundation checkpoint "
+    "on the corpus without the erased records (suppression list); the records were not in its "
+    "training data. The foundation checkpoint itself was not trained by this installation: "
+    "anything it learned elsewhere (public data) is not covered.",
+    "The tokenizer vocabulary is unchanged: name fragments may remain as tokens.",
+    "The data layer (corpus redaction, suppression list) and older model versions are covered by "
+    "their own records (disposition, erased_by and superseded tags), not by this model's tests.",
+)
+ClaimLevel = Literal["unlearned", "retrained"]
+DEFAULT_CLAIM: ClaimLevel = "unlearned"
 
 
 class CertificateError(ValueError):
@@ -93,6 +112,15 @@ class CertDisposal(Doc):
     uri: str = ""
 
 
+class CertReference(Doc):
+    """The earlier certificate a new one upgrades: its id, digest, claim level and issue time."""
+
+    id: str
+    digest: str
+    claim_level: ClaimLevel
+    issued_at: datetime
+
+
 class CertificateBody(Doc):
     """What a certificate states (signed as canonical JSON)."""
 
@@ -111,6 +139,8 @@ class CertificateBody(Doc):
     limitations: list[str] = Field(default_factory=lambda: list(LIMITATIONS))
     performer: str
     approver: str
+    claim_level: ClaimLevel = Field(DEFAULT_CLAIM, description="unlearned (approximate) or retrained (exact)")
+    supersedes: CertReference | None = Field(None, description="the earlier certificate this one upgrades")
 
 
 class Signature(Doc):
@@ -128,7 +158,13 @@ class SignedCertificate(Doc):
 
 # ------------------------------------------------------------------ keys
 def canonical(body: CertificateBody | dict[str, Any]) -> bytes:
-    data = body.model_dump(mode="json") if isinstance(body, CertificateBody) else body
+    """The signed bytes: sorted-key compact JSON, without the default claim level and an empty
+    ``supersedes`` (so a certificate from before claim levels has the same bytes as then)."""
+    data = body.model_dump(mode="json") if isinstance(body, CertificateBody) else dict(body)
+    if data.get("claim_level") == DEFAULT_CLAIM:
+        del data["claim_level"]
+    if "supersedes" in data and data["supersedes"] is None:
+        del data["supersedes"]
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -245,8 +281,12 @@ def render_html(cert: SignedCertificate) -> str:
         return f"<table><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr>{cells}</table>"
 
     r = c.request
+    upgrade = (f"<p>Claim level {e(c.claim_level)}; supersedes certificate {e(c.supersedes.id)} "
+               f"({e(c.supersedes.claim_level)}, issued {e(str(c.supersedes.issued_at))}, SHA-256 "
+               f"<code>{e(c.supersedes.digest)}</code>)</p>") if c.supersedes else ""
     parts = [
-        f"<h1>Certificate of unlearning</h1><p>{e(c.edition)} copy · id {e(c.id)}</p>",
+        f"<h1>Certificate of unlearning</h1><p>{e(c.edition)} copy · id {e(c.id)} · claim level "
+        f"{e(c.claim_level)}</p>{upgrade}",
         "<h2>Request</h2><table>" + rows([
             ("reference", r.request_id), ("external reference", r.external_ref), ("regime", r.regime),
             ("received", r.received_at), ("due", r.due_at), ("completed", r.completed_at),
@@ -289,9 +329,46 @@ def certificates_root() -> str:
     return storage.join(get_settings().storage_root_uri, "certificates")
 
 
+def read_issued(request_id: str) -> SignedCertificate | None:
+    """The request's current operator certificate, verified (None when it has none)."""
+    uri = storage.join(certificates_root(), request_id, "certificate.json")
+    return verify(storage.read_bytes(uri), uri) if storage.exists(uri) else None
+
+
+def retrained_body(earlier: SignedCertificate, *, targets: list[CertTarget], method: CertMethod,
+                   verification: list[GateResult], performer: str, approver: str,
+                   scope: CertScope | None = None) -> CertificateBody:
+    """The ``retrained`` certificate of the earlier certificate's request, referencing it.
+
+    Request, subject hashes and disposition are the earlier certificate's (the same erasure);
+    targets, method and verification are the retrained model's."""
+    old = earlier.certificate
+    return CertificateBody(
+        request=old.request, scope=scope or old.scope, targets=targets, method=method,
+        verification=verification, disposition=old.disposition, limitations=list(RETRAINED_LIMITATIONS),
+        performer=performer, approver=approver, claim_level="retrained",
+        supersedes=CertReference(id=old.id, digest=earlier.digest, claim_level=old.claim_level,
+                                 issued_at=old.issued_at))
+
+
+def _keep_superseded(folder: str, body: CertificateBody) -> None:
+    """Copy the current certificate files to ``superseded/<earlier id>/`` before they are replaced."""
+    if body.supersedes is None:
+        return
+    for name in ("certificate", "requester-copy"):
+        for ext in ("json", "html"):
+            uri = storage.join(folder, f"{name}.{ext}")
+            if storage.exists(uri):
+                storage.write_bytes(storage.join(folder, "superseded", body.supersedes.id, f"{name}.{ext}"),
+                                    storage.read_bytes(uri))
+
+
 def issue(body: CertificateBody) -> dict[str, str]:
-    """Sign and store the operator and requester copies (JSON + HTML); their URIs by name."""
+    """Sign and store the operator and requester copies (JSON + HTML); their URIs by name.
+
+    A certificate that supersedes another keeps the earlier files under ``superseded/ID/``."""
     folder = storage.join(certificates_root(), body.request.request_id)
+    _keep_superseded(folder, body)
     out: dict[str, str] = {}
     for name, doc in (("certificate", body), ("requester-copy", requester_copy(body))):
         signed = sign(doc)
