@@ -546,3 +546,45 @@ def test_keyed_hash(unlearnops_home: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("UNLEARNOPS_HASH_SECRET", "shared-cluster-secret")
     get_settings.cache_clear()
     assert keyed_hash("person-0001") != digest  # another key, another hash
+
+
+# ------------------------------------------------------------------ queries the dashboard pages use
+def test_page_filters_sorts_by_deadline_and_counts(ledger: Ledger) -> None:
+    day = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    for i, basis in enumerate(["gdpr-art17", "ccpa", "copyright", "gdpr-art17"]):
+        ledger.file(make_request(f"r{i}", legal_basis=basis, external_ref=f"EXT-{i}", received_at=day,
+                                 deadline=day + timedelta(days=30 - 5 * i) if basis != "copyright" else None),
+                    actor="clerk" if i < 3 else "other")
+    reqs, total = ledger.page(limit=10)
+    assert total == 4 and [r.id for r in reqs] == ["r3", "r1", "r0", "r2"]  # soonest first, none last
+    assert [r.id for r in ledger.page(limit=2, offset=2)[0]] == ["r0", "r2"]
+    assert ledger.page(regimes=["gdpr-art17"])[1] == 2 and ledger.page(kinds=["document"])[1] == 0
+    assert [r.id for r in ledger.page(text="EXT-1")[0]] == ["r1"] and ledger.page(text="r%")[1] == 0
+    assert [r.id for r in ledger.page(filed_by="other")[0]] == ["r3"]
+    assert {r.id for r in ledger.page(due_before=day + timedelta(days=26))[0]} == {"r3", "r1"}
+    approve(ledger, "r0")
+    assert [r.id for r in ledger.page(statuses=[S.approved])[0]] == ["r0"]
+    assert ledger.by_external_ref("EXT-2").id == "r2" and ledger.by_external_ref("nope") is None
+
+
+def test_events_after_batch_cron_and_completions(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearnops.settings import get_settings
+
+    ledger.file(make_request())
+    approve(ledger)
+    events = ledger.events_after(0)
+    assert [e[0] for e in events] == list(range(1, len(events) + 1)) and {e[1] for e in events} == {"req-1"}
+    assert [e[2].status for e in events][-1] == S.approved and ledger.events_after(events[-1][0]) == []
+    monkeypatch.setenv("UNLEARNOPS_BATCH_CRON", "0 0 3 * * *")
+    get_settings.cache_clear()
+    assert ledger.batch_cron() == "0 0 3 * * *"  # the setting, until one is stored
+    ledger.set_batch_cron("0 30 1 * * 1", actor="ops")
+    assert ledger.batch_cron() == "0 30 1 * * 1"
+    assert ledger.get("req-1").expected_at.weekday() == 0  # approved: the stored schedule's next Monday
+    with pytest.raises(ValueError):
+        ledger.set_batch_cron("every day", actor="ops")
+    ledger.set_batch_cron("", actor="ops")
+    assert ledger.batch_cron() is None and ledger.get("req-1").expected_at is None
+    ledger.set_status("req-1", S.running, actor="pipeline")
+    ledger.set_status("req-1", S.completed, actor="pipeline", model_uri="models:/m/2")
+    assert ledger.completions() == {"models:/m/2": ["req-1"]}

@@ -47,6 +47,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    func,
     insert,
     select,
     update,
@@ -116,6 +117,15 @@ audit_table = Table(
     Column("details", JSON, nullable=False),  # run_id, model_uri, gate_reasons (no personal data)
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+settings_table = Table(
+    "ledger_settings",
+    metadata,
+    Column("key", String(64), primary_key=True),  # batch_cron: the compliance batch's schedule
+    Column("value", Text, nullable=False),
+    Column("updated_at", DateTime(), nullable=False),
+    Column("updated_by", String(256), nullable=False),
 )
 
 GENESIS = "0" * 64
@@ -249,6 +259,8 @@ class ChainReport:
 
 # ------------------------------------------------------------------ the ledger
 _Requests = list[ForgetRequest]
+_Events = list[tuple[int, str, StatusChange]]
+_Ids = list[str]  # (seq, request id, event)
 
 
 class Ledger:
@@ -290,13 +302,10 @@ class Ledger:
         history: dict[str, list[StatusChange]] = {i: [] for i in ids}
         for h in conn.execute(select(audit_table).where(audit_table.c.request_id.in_(ids))
                               .order_by(audit_table.c.seq)):
-            details = {k: v for k, v in (h.details or {}).items() if k in _DETAIL_FIELDS}
-            history[h.request_id].append(StatusChange(
-                at=_utc(h.at), status=RequestStatus(h.status), event=h.event, reason=h.reason,
-                code=h.code, actor=h.actor, **details))
+            history[h.request_id].append(_change(h))
         raw = {r.request_id: r for r in conn.execute(
             select(selectors_table).where(selectors_table.c.request_id.in_(ids)))}
-        batch_cron, now = get_settings().batch_cron, utcnow()
+        batch_cron, now = Ledger._batch_cron(conn), utcnow()
         out = []
         for row in rows:
             sel = raw.get(row.id)
@@ -576,6 +585,101 @@ class Ledger:
         return self._read(select(requests_table).where(requests_table.c.id.in_(ids))
                           .order_by(requests_table.c.received_at, requests_table.c.id))
 
+    def page(self, *, statuses: Iterable[RequestStatus | str] = (), regimes: Iterable[str] = (),
+             kinds: Iterable[str] = (), text: str = "", due_before: datetime | None = None,
+             filed_by: str = "", limit: int = 50, offset: int = 0) -> tuple[_Requests, int]:
+        """One page of requests matching the filters, soonest effective deadline first (none last),
+        and how many match in all. ``text`` matches the id or the external reference (substring);
+        ``due_before``: only requests due before then (e.g. now: the overdue ones); ``filed_by``:
+        only those this actor filed."""
+        table = requests_table
+        conditions = []
+        if wanted := [_status(s).value for s in statuses]:
+            conditions.append(table.c.status.in_(wanted))
+        if wanted := list(regimes):
+            conditions.append(table.c.legal_basis.in_(wanted))
+        if wanted := list(kinds):
+            conditions.append(table.c.kind.in_(wanted))
+        if text:
+            conditions.append(table.c.id.contains(text, autoescape=True)
+                              | table.c.external_ref.contains(text, autoescape=True))
+        if due_before is not None:
+            conditions.append(table.c.due_at.is_not(None) & (table.c.due_at < _db_time(due_before)))
+        if filed_by:
+            conditions.append(table.c.filed_by == filed_by)
+        query = (select(table).where(*conditions)
+                 .order_by(table.c.due_at.is_(None), table.c.due_at, table.c.received_at, table.c.id)
+                 .limit(limit).offset(offset))
+        counted = select(func.count()).select_from(table).where(*conditions)
+
+        def attempt() -> tuple[_Requests, int]:
+            with self.engine.begin() as conn:
+                return self._txn_rows(conn, conn.execute(query)), int(conn.execute(counted).scalar_one())
+
+        return self._retry(attempt)
+
+    def by_external_ref(self, external_ref: str) -> ForgetRequest | None:
+        """The earliest request filed with this upstream DSAR reference, if any."""
+        query = (select(requests_table).where(requests_table.c.external_ref == external_ref)
+                 .order_by(requests_table.c.received_at, requests_table.c.id).limit(1))
+        found = self._read(query)
+        return found[0] if found else None
+
+    def events_after(self, seq: int, limit: int = 100) -> _Events:
+        """Audit events after sequence number ``seq`` (oldest first): (seq, request id, event)."""
+        query = select(audit_table).where(audit_table.c.seq > seq).order_by(audit_table.c.seq).limit(limit)
+
+        def attempt() -> _Events:
+            with self.engine.begin() as conn:
+                return [(h.seq, h.request_id, _change(h)) for h in conn.execute(query)]
+
+        return self._retry(attempt)
+
+    @staticmethod
+    def _batch_cron(conn: Connection) -> str | None:
+        """The compliance batch's schedule: the one set in the ledger (dashboard), else the setting."""
+        row = conn.execute(select(settings_table.c.value).where(settings_table.c.key == "batch_cron")).first()
+        return (row.value or None) if row is not None else get_settings().batch_cron
+
+    def batch_cron(self) -> str | None:
+        def attempt() -> str | None:
+            with self.engine.begin() as conn:
+                return self._batch_cron(conn)
+
+        return self._retry(attempt)
+
+    def set_batch_cron(self, cron_text: str, actor: str) -> None:
+        """Set the compliance batch's schedule for every reader of this ledger ('' turns it off)."""
+        from .cron import check
+
+        value = check(cron_text) if cron_text.strip() else ""
+
+        def attempt() -> None:
+            with self.engine.begin() as conn:
+                row = {"value": value, "updated_at": _db_time(utcnow()), "updated_by": actor}
+                done = conn.execute(update(settings_table).where(settings_table.c.key == "batch_cron")
+                                    .values(**row))
+                if not done.rowcount:
+                    conn.execute(insert(settings_table).values(key="batch_cron", **row))
+
+        self._retry(attempt)
+
+    def completions(self) -> dict[str, _Ids]:
+        """Which requests each model version completed: ``models:/NAME/VERSION`` → request ids."""
+        query = (select(audit_table.c.request_id, audit_table.c.details)
+                 .where(audit_table.c.event == "status", audit_table.c.status == S.completed.value))
+
+        def attempt() -> dict[str, _Ids]:
+            out: dict[str, _Ids] = {}
+            with self.engine.begin() as conn:
+                for row in conn.execute(query):
+                    uri = (row.details or {}).get("model_uri", "")
+                    if uri:
+                        out.setdefault(uri, []).append(row.request_id)
+            return out
+
+        return self._retry(attempt)
+
     def _read(self, query: Any) -> _Requests:
         def attempt() -> _Requests:
             with self.engine.begin() as conn:
@@ -596,6 +700,13 @@ class Ledger:
 
     def _where(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
+
+
+def _change(h: Row[Any]) -> StatusChange:
+    """An audit row as the request's StatusChange."""
+    details = {k: v for k, v in (h.details or {}).items() if k in _DETAIL_FIELDS}
+    return StatusChange(at=_utc(h.at), status=RequestStatus(h.status), event=h.event, reason=h.reason,
+                        code=h.code, actor=h.actor, **details)
 
 
 def _check_chain(events: list[Row[Any]], rows: list[Row[Any]]) -> ChainReport:

@@ -35,6 +35,25 @@ class S3Settings(BaseModel):
     multipart_threshold_mb: int = Field(64, ge=5)
 
 
+class DashboardSettings(BaseModel):
+    """``unlearnops dashboard``: who may act, and where DSAR callbacks may go."""
+
+    proxy_user_header: str | None = Field(
+        None, description="trust this header (set by an OIDC proxy in front) as the user; off by default")
+    proxy_role_header: str | None = Field(
+        None, description="with proxy_user_header: the header holding the user's role "
+                          "(viewer, requester, approver or operator; else viewer)")
+    internal_margin_days: int = Field(
+        7, ge=0, description="the internal due date is this many days before the statutory one")
+    callback_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of DSAR callbacks (X-Unlearnops-Signature); none: no callbacks")
+    callback_hosts: list[str] = Field(
+        default_factory=list, description="hosts callbacks may go to over plain http (https: any host)")
+    callback_attempts: int = Field(6, ge=1, description="deliveries tried per status change")
+    cookie_secure: bool = Field(False, description="mark the session cookie Secure (behind https)")
+    page_size: int = Field(50, ge=1, le=500, description="requests per queue page")
+
+
 class Settings(BaseSettings):
     """Where unlearnops keeps things and which services it talks to."""
 
@@ -61,6 +80,7 @@ class Settings(BaseSettings):
         None, description="schedule of the compliance-batch recurring run (6-field cron, seconds first, "
                           "UTC): the expected completion date of approved requests and the default "
                           "of `unlearnops schedule --cron`")
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     match_fold_accents: bool = Field(
         False, description="scope: match names with accents dropped too ('Jose' finds 'José'); "
                            "`scope resolve --fold-accents/--no-fold-accents` decides per run")
@@ -123,8 +143,9 @@ class _YamlSource(PydanticBaseSettingsSource):
         if not isinstance(data, dict):
             raise SettingsFileError(f"{path}: settings file must hold a mapping, got {type(data).__name__}")
         _check_keys(path, data, Settings.model_fields, "")
-        if isinstance(data.get("s3"), dict):
-            _check_keys(path, data["s3"], S3Settings.model_fields, "s3.")
+        for nested, model in (("s3", S3Settings), ("dashboard", DashboardSettings)):
+            if isinstance(data.get(nested), dict):
+                _check_keys(path, data[nested], model.model_fields, f"{nested}.")
         return data
 
 
