@@ -152,6 +152,10 @@ def run_cmd(
     reference: str = typer.Option("", help="retain-only reference model URI (forget quality)"),
     target: str = typer.Option("local", help="promotion target (local or kserve)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show kfp.local's full logs"),
+    run_root: str = typer.Option("", help="URI under which the run writes (default: a new folder "
+                                 "under the storage root)"),
+    events: Path | None = typer.Option(None, help="append the run's step events to this file as JSON "
+                                       "lines (run-started, step-started, step-finished, run-finished)"),
 ) -> None:
     """Run the unlearning pipeline locally for REQUEST(s): scope, unlearn, evaluate, gate, promote."""
     from unlearnops.components.ledger.updates import RUNNABLE
@@ -161,11 +165,11 @@ def run_cmd(
     from unlearnops.settings import get_settings
     from unlearnops.types import RequestStatus
 
-    from .local_runner import run_local
+    from .local_runner import EventSink, run_local
 
     corpus_uri = corpus or storage.join(get_settings().storage_root_uri, "corpus")
     run = run_request(request, corpus_uri, model_name, method, param, policy, workers, use_gpu, reference,
-                      "", target)
+                      run_root, target)
     corpus_uri = run.corpus_uri
     if not storage.list_files(corpus_uri, suffixes=(".jsonl", ".parquet")):
         raise fail(f"no corpus at {corpus_uri}; pass --corpus URI (e.g. the output of "
@@ -180,10 +184,17 @@ def run_cmd(
                 raise fail(f"request {rid} is {status.value!r}: only approved requests run; verify and "
                            f"approve it first (`unlearnops request verify|approve {rid}`)")
     console.print(f"[bold]unlearn_on_request[/] {', '.join(run.request_ids)} · {method} · model {model_name}")
+    sink = EventSink(events.absolute()) if events else None
     try:
-        result = run_local(run, verbose=verbose)
+        result = run_local(run, verbose=verbose, events=sink)
     except Exception as err:  # noqa: BLE001 - any crash of the runner itself is an error exit
+        if sink:
+            sink.emit("run-finished", exit_code=EXIT_ERROR, outcome="error",
+                      message=f"local run failed: {err}", versions=[], run_root=run.run_root, failed_steps=[])
         raise fail(f"local run failed: {err}", EXIT_ERROR) from err
+    finally:
+        if sink:
+            sink.close()
     if result.report is not None:
         console.print(gate_table(result.report))
     console.print(steps_table(result))

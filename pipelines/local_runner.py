@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from typing import Any, TextIO
 
 from unlearnops import storage
 from unlearnops.documents import read_report
+from unlearnops.masking import mask_secrets
 from unlearnops.settings import get_settings
 from unlearnops.types import EvalReport, RequestStatus
 
@@ -61,6 +63,27 @@ class LocalRun:
     versions: list[str] = field(default_factory=list)
 
 
+class EventSink:
+    """Step events of a run as JSON lines (``--events FILE``): what a dashboard or a wrapper reads,
+    instead of parsing the console. One object per line: ``{"at", "event", ...}`` with events
+    ``run-started`` (run_root), ``step-started`` (step), ``step-finished`` (step, status, seconds)
+    and ``run-finished`` (exit_code, outcome, message, versions, run_root). Each line is flushed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("a", encoding="utf-8")
+
+    def emit(self, event: str, **fields: Any) -> None:
+        fields = {k: mask_secrets(v) if isinstance(v, str) else v for k, v in fields.items()}
+        record = {"at": datetime.now(UTC).isoformat(), "event": event, **fields}
+        self.file.write(json.dumps(record, sort_keys=True) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class _ProgressStream(io.TextIOBase):
     """Stands in for stdout during the run: full log to a file, a condensed view to the console.
 
@@ -68,8 +91,10 @@ class _ProgressStream(io.TextIOBase):
     output; the console gets '▶ task', the task's own lines, and '✓ task (s)' / '✗ task'.
     """
 
-    def __init__(self, log: TextIO, console: TextIO | None, verbose: bool = False):
+    def __init__(self, log: TextIO, console: TextIO | None, verbose: bool = False,
+                 events: EventSink | None = None):
         self.log, self.console, self.verbose = log, console, verbose
+        self.events = events
         self.buffer_text = ""
         self.skipping = False
         self.started: dict[str, float] = {}
@@ -103,6 +128,8 @@ class _ProgressStream(io.TextIOBase):
         if m := _START.search(line):
             self.started[m.group(1)] = time.monotonic()
             self.skipping = False
+            if self.events:
+                self.events.emit("step-started", step=m.group(1))
             if not self.verbose:
                 self._echo(f"▶ {m.group(1)}")
             return
@@ -112,6 +139,8 @@ class _ProgressStream(io.TextIOBase):
             self.steps.append(StepTiming(name, secs, status))
             if status != "SUCCESS":
                 self.failed_tasks.append(name)
+            if self.events:
+                self.events.emit("step-finished", step=name, status=status, seconds=round(secs, 3))
             if not self.verbose:
                 self._echo(f"{'✓' if status == 'SUCCESS' else '✗'} {name} ({secs:.1f}s)")
             self.skipping = True  # outputs listing follows
@@ -220,7 +249,8 @@ def _patch_named_output_conditions() -> None:
 
 
 def run_pipeline(pipeline: Any, arguments: dict[str, Any], *, console: TextIO | None = sys.stderr,
-                 verbose: bool = False) -> tuple[_ProgressStream, Path, float]:
+                 verbose: bool = False,
+                 events: EventSink | None = None) -> tuple[_ProgressStream, Path, float]:
     """Run ``pipeline(**arguments)`` with kfp.local in contained roots; (progress, log file, wall s)."""
     from kfp import local
 
@@ -238,7 +268,7 @@ def run_pipeline(pipeline: Any, arguments: dict[str, Any], *, console: TextIO | 
         warnings.simplefilter("ignore", RuntimeWarning)
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "outputs"),
                    workspace_root=str(root / "workspace"), raise_on_error=False)
-        progress = _ProgressStream(log, console, verbose)
+        progress = _ProgressStream(log, console, verbose, events)
         with contextlib.redirect_stdout(progress):
             pipeline(**arguments)
         progress.flush()
@@ -276,16 +306,24 @@ def outcome(request_ids: list[str], run_root: str) -> tuple[int, str, str, list[
     return EXIT_ERROR, "error", f"pipeline failed: {detail}", [], report
 
 
-def run_local(request: RunRequest, *, console: TextIO | None = sys.stderr, verbose: bool = False) -> LocalRun:
-    """Run ``unlearn_on_request`` locally for ``request``; see :class:`LocalRun`."""
+def run_local(request: RunRequest, *, console: TextIO | None = sys.stderr, verbose: bool = False,
+              events: EventSink | None = None) -> LocalRun:
+    """Run ``unlearn_on_request`` locally for ``request``; see :class:`LocalRun`.
+
+    ``events``: step events as JSON lines (:class:`EventSink`), the last one ``run-finished``."""
     from .options import CompileOptions
     from .unlearn_on_request import build
 
     run_root = request.run_root or new_run_root()
     args = request.model_copy(update={"run_root": run_root}).arguments()
+    if events:
+        events.emit("run-started", run_root=run_root, request_ids=list(request.request_ids))
     progress, log_file, wall = run_pipeline(build(CompileOptions.local()), args, console=console,
-                                            verbose=verbose)
+                                            verbose=verbose, events=events)
     code, word, message, versions, report = outcome(list(request.request_ids), run_root)
     if code == EXIT_ERROR and progress.failed_tasks:
         message += f" (failed task: {', '.join(progress.failed_tasks)}; log: {log_file})"
+    if events:
+        events.emit("run-finished", exit_code=code, outcome=word, message=message, versions=versions,
+                    run_root=run_root, failed_steps=progress.failed_tasks)
     return LocalRun(code, word, message, run_root, log_file, wall, progress.steps, report, versions)

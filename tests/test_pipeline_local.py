@@ -165,13 +165,18 @@ def stack(unlearnops_home: Path, tiny_models: Path, bench_data: Path) -> dict[st
             "base_version": str(ref.version)}
 
 
-def _run(stack: dict[str, str], policy: str, corpus: str | None = None) -> Any:
-    from unlearnops.pipelines.local_runner import run_local
+def _run(stack: dict[str, str], policy: str, corpus: str | None = None, events: Path | None = None) -> Any:
+    from unlearnops.pipelines.local_runner import EventSink, run_local
     from unlearnops.pipelines.run_request import RunRequest
 
     request = RunRequest(request_ids=["erase-1"], corpus_uri=corpus or stack["corpus"], model_name=MODEL,
                          method="npo", policy=policy, reference_uri=stack["reference"], **FAST)
-    return run_local(request, console=None)
+    sink = EventSink(events) if events else None
+    try:
+        return run_local(request, console=None, events=sink)
+    finally:
+        if sink:
+            sink.close()
 
 
 @pytest.mark.slow
@@ -200,9 +205,16 @@ def test_local_run_promotes_then_rerun_is_idempotent(stack: dict[str, str]) -> N
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # model build + full local runs; slow on a loaded machine
-def test_local_run_gate_failure_keeps_champion(stack: dict[str, str]) -> None:
-    run = _run(stack, STRICT)
+def test_local_run_gate_failure_keeps_champion(stack: dict[str, str], tmp_path: Path) -> None:
+    run = _run(stack, STRICT, events=tmp_path / "events.jsonl")
     assert run.exit_code == 3, (run.message, run.log_file.read_text()[-4000:])
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events[0]["event"] == "run-started" and events[0]["run_root"] == run.run_root
+    assert events[-1] == {**events[-1], "event": "run-finished", "exit_code": 3, "outcome": "gate-failed"}
+    finished = {e["step"]: e["status"] for e in events if e["event"] == "step-finished"}
+    started = [e["step"] for e in events if e["event"] == "step-started"]
+    assert set(started) == set(finished) and finished["evaluate-op"] == "SUCCESS"
+    assert [s.name for s in run.steps] == [e["step"] for e in events if e["event"] == "step-finished"]
     assert _champion_version() == str(stack["base_version"])
     rejected = [t for v, t in _versions().items() if v != str(stack["base_version"])]
     assert len(rejected) == 1 and rejected[0]["unlearnops.gate"] == "failed"
