@@ -37,6 +37,7 @@ def test_default_run_stops_at_the_holdout_level(tiny_models: Path, tiny_scope: P
     found = calibrate.calibration(str(tiny_scope), base, band=3.0, retain_ratio=0.8)
     assert found["forget_level"] > 0.9 > 0.3 > found["holdout_level"] > 0.0  # memorised vs never seen
     assert found["stop_when"] == {"forget_prob_max": pytest.approx(3.0 * found["holdout_level"]),
+                                  "forget_prob_min": pytest.approx(calibrate.FLOOR * found["holdout_level"]),
                                   "retain_prob_min_ratio": 0.8}
     params = unlearn_defaults("npo")
     params["train"].update(lr=3e-4, probe_every=2)

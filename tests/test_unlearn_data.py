@@ -141,6 +141,48 @@ def test_stop_when_conditions() -> None:
     assert not probes.should_stop(good, base, {}, step=50)
 
 
+def test_band_distance_and_checkpoint_closest_to_the_band() -> None:
+    cond = probes.check_stop_when({"forget_prob_max": 0.2, "forget_prob_min": 0.025,
+                                   "retain_prob_min_ratio": 0.9})
+    assert probes.band_distance(0.1, cond) == 0.0
+    assert probes.band_distance(0.4, cond) == pytest.approx(math.log(2.0))  # log(0.4 / 0.2)
+    assert probes.band_distance(0.005, cond) == pytest.approx(math.log(5.0))  # log(0.025 / 0.005)
+    assert probes.band_distance(0.0, {"forget_prob_max": 0.2}) == 0.0  # no floor: no lower side
+    base = {"forget_prob": 0.99, "retain_prob": 0.9}
+    # below the floor: not a stop (over-forgotten), although under the max
+    assert not probes.should_stop({"forget_prob": 0.001, "retain_prob": 0.9}, base, cond, step=9)
+    assert probes.should_stop({"forget_prob": 0.1, "retain_prob": 0.85}, base, cond, step=9)
+    above = {"forget_prob": 0.3, "retain_prob": 0.9}   # distance log 1.5 = 0.41
+    below = {"forget_prob": 0.001, "retain_prob": 0.9}  # distance log 25 = 3.2: farther, although lower
+    assert probes.better(above, below, base, cond) and not probes.better(below, above, base, cond)
+    # inside the band, the one that kept more of the retain side
+    in_low = {"forget_prob": 0.05, "retain_prob": 0.82}
+    in_high = {"forget_prob": 0.15, "retain_prob": 0.88}
+    assert probes.better(in_high, in_low, base, cond) and not probes.better(in_low, in_high, base, cond)
+    # the retain side must hold whatever the forget side
+    assert not probes.better({"forget_prob": 0.1, "retain_prob": 0.5}, above, base, cond)
+
+
+def test_retain_probe_takes_hard_negatives_first_and_never_holds_them_out(tokenizer) -> None:
+    from unlearnops.components.unlearn.data import retain_probe_order
+
+    def rec(i: int, hard: bool) -> dict:
+        return {**qa(100 + i), **({"retain_reason": "hard_negative_shared_surname"} if hard else {})}
+
+    retain = [rec(i, hard=i % 10 == 0) for i in range(40)]  # 4 hard negatives: 0, 10, 20, 30
+    order = retain_probe_order(retain, probe_size=4, seed=0)
+    assert sorted(order) == list(range(40))
+    assert all(i % 10 == 0 for i in order[:2]) and sum(i % 10 == 0 for i in order[:4]) == 2  # half of it
+    hard_ids = {retain[i]["id"] for i in range(0, 40, 10)}
+    data = prepare_data({"forget": [qa(i) for i in range(3)], "retain": retain}, tokenizer,
+                        views=("forget", "retain"), needs_retain=True, max_length=None, probe_size=4)
+    assert len(data.probe_retain) == 4
+    # 40 >= 8 x 4: the probe's two ordinary records are held out of training, its hard negatives are not
+    assert data.n_retain == 38
+    probe_hard = [retain[i]["id"] for i in order[:2]]
+    assert set(probe_hard) <= hard_ids
+
+
 def test_training_reads_only_forget_and_retain_train(tmp_path: Path) -> None:
     from unlearnops.components.unlearn.data import read_scope_sets
 

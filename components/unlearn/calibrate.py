@@ -3,8 +3,9 @@
 A model that never saw a person answers questions about them the way it answers about the
 scope's holdout people (never trained). So the target of unlearning is the holdout level: the
 base model's mean length-normalised answer probability on the holdout QA records, p_h. Stopping
-rule: stop at the first probe whose forget probability is at most ``band`` × p_h while the retain
-probe keeps ``retain_ratio`` × its starting value. Running on past that point drives the forget
+rule: stop at the first probe whose forget probability is within [``FLOOR``, ``band``] × p_h while the
+retain probe keeps ``retain_ratio`` × its starting value; a run that never gets there keeps the probe
+closest to that band that keeps the retain side (:func:`.probes.better`). Running on past that point drives the forget
 set below never-trained people — over-forgetting, itself a membership signal — and costs utility.
 The holdout records are only scored here, never trained on.
 """
@@ -20,6 +21,8 @@ from . import probes
 
 #: Stop once forget probability ≤ BAND × the holdout level (a band, not a point: probes are coarse).
 BAND = 2.0
+#: ... and not below FLOOR × the holdout level (over-forgetting; the default policy's floor is 0.2 x).
+FLOOR = 0.25
 #: ... while the retain probe keeps this share of its starting probability.
 RETAIN_RATIO = 0.9
 
@@ -57,9 +60,10 @@ def calibration(scope_uri: str, model_uri: str, *, band: float = BAND, retain_ra
         return {**out, "stop_when": None,
                 "reason": "the model is already at the holdout level on the forget set: "
                           "the configured steps run"}
-    return {**out, "stop_when": {"forget_prob_max": band * level, "retain_prob_min_ratio": retain_ratio},
-            "reason": f"stop once forget probability <= {band:g} x the holdout level {level:.4g} with the "
-                      f"retain probe >= {retain_ratio:g} x its start"}
+    return {**out, "stop_when": {"forget_prob_max": band * level, "forget_prob_min": FLOOR * level,
+                                 "retain_prob_min_ratio": retain_ratio},
+            "reason": f"stop once forget probability is within [{FLOOR:g}, {band:g}] x the holdout level "
+                      f"{level:.4g} with the retain probe >= {retain_ratio:g} x its start"}
 
 
 def _level(model_uri: str, records: list[dict[str, Any]], device: str) -> float:

@@ -112,16 +112,37 @@ def _perm(n: int, *seed: int) -> list[int]:
     return [int(i) for i in np.random.default_rng(list(seed)).permutation(n)]
 
 
+#: ``retain_reason`` prefix the scope step gives retain-train records that are out of scope but close to
+#: the forget set (shared attribute values or surname: ``components/scope/resolve.py``).
+HARD_NEGATIVE = "hard_negative"
+
+
+def retain_probe_order(retain: Sequence[Mapping[str, Any]], probe_size: int, seed: int) -> list[int]:
+    """Indices of ``retain`` in probe order: up to ``probe_size // 2`` hard negatives first (seeded
+    order), then the other records (seeded order).
+
+    Over-forgetting hits the records closest to the forget set first (the neighbor gates measure
+    exactly that), so the calibrated-stopping retain probe watches them; the other half keeps it a
+    sample of the whole retain set (general facts, other people).
+    """
+    order = _perm(len(retain), seed, 13)
+    hard = [i for i in order if str(retain[i].get("retain_reason", "")).startswith(HARD_NEGATIVE)]
+    first = hard[:probe_size // 2]
+    taken = set(first)
+    return first + [i for i in order if i not in taken]
+
+
 def prepare_data(records: Mapping[str, Sequence[Mapping[str, Any]]], tokenizer: Any, *,
                  views: Sequence[str], needs_retain: bool, max_length: int | None,
                  probe_size: int = 16, probe_holdout_forget: bool = False, seed: int = 0,
                  idk: Transform | None = None, alternate: SetTransform | None = None) -> TrainData:
     """Encode the ``views`` a method reads (``Method.views``) and carve the probe slices.
 
-    The retain probe is held out of training when the retain set has at least
-    ``RETAIN_HOLDOUT_MULTIPLE`` x ``probe_size`` examples (on small scopes every retain example is
-    needed to anchor the model, and a held-out slice of a few people's facts mostly measures
-    collateral forgetting of unseen facts). ``alternate`` builds the ``forget_alt`` view (it
+    The retain probe (:func:`retain_probe_order`: hard negatives first) is held out of training when
+    the retain set has at least ``RETAIN_HOLDOUT_MULTIPLE`` x ``probe_size`` examples (on small
+    scopes every retain example is needed to anchor the model, and a held-out slice of a few
+    people's facts mostly measures collateral forgetting of unseen facts); hard negatives are never
+    held out — they are the records that anchor the forget set's neighbourhood. ``alternate`` builds the ``forget_alt`` view (it
     needs the base model, which the caller holds). The forget probe is a seeded slice of the
     forget set that stays in
     training unless ``probe_holdout_forget``: every forget item must be erased, so holding items
@@ -141,10 +162,11 @@ def prepare_data(records: Mapping[str, Sequence[Mapping[str, Any]]], tokenizer: 
         forget = [r for i, r in enumerate(forget) if i not in held]
     probe_r: list[Mapping[str, Any]] = []
     if retain:
-        r_order = _perm(len(retain), seed, 13)
+        r_order = retain_probe_order(retain, probe_size, seed)
         probe_r = [retain[i] for i in r_order[:probe_size]]
         if len(retain) >= RETAIN_HOLDOUT_MULTIPLE * probe_size:
-            held = set(r_order[:probe_size])
+            held = {i for i in r_order[:probe_size]
+                    if not str(retain[i].get("retain_reason", "")).startswith(HARD_NEGATIVE)}
             retain = [r for i, r in enumerate(retain) if i not in held]
     out: dict[str, list[Encoded]] = {}
     for view in views:

@@ -17,9 +17,9 @@ from unlearnops.textformat import Encoded, collate, sequence_nll
 
 from .state import TrainState
 
-#: ``stop_when`` keys: forget prob at most x; retain prob at least y x base's; retain prob at least z;
-#: and no stop before this many steps.
-STOP_KEYS = {"forget_prob_max", "retain_prob_min_ratio", "retain_prob_min", "min_steps"}
+#: ``stop_when`` keys: forget prob at most x (and at least w: the band's floor, against over-forgetting);
+#: retain prob at least y x base's; retain prob at least z; and no stop before this many steps.
+STOP_KEYS = {"forget_prob_max", "forget_prob_min", "retain_prob_min_ratio", "retain_prob_min", "min_steps"}
 
 
 @torch.no_grad()
@@ -71,20 +71,39 @@ def retain_ok(probe: Mapping[str, float], base: Mapping[str, float], cond: Mappi
     return not ("retain_prob_min" in cond and not retain >= cond["retain_prob_min"])
 
 
+def band_distance(forget_prob: float, cond: Mapping[str, float]) -> float:
+    """How far ``forget_prob`` lies outside the band [``forget_prob_min``, ``forget_prob_max``]:
+    ``|log(p / nearest edge)|``, 0 inside (a missing edge does not bound that side)."""
+    p = max(float(forget_prob), 1e-12) if not math.isnan(forget_prob) else float("inf")
+    high, low = cond.get("forget_prob_max", float("inf")), cond.get("forget_prob_min", 0.0)
+    if p > high:
+        return math.log(p / high)
+    if low > 0 and p < low:
+        return math.log(low / p)
+    return 0.0
+
+
 def should_stop(probe: Mapping[str, float], base: Mapping[str, float], cond: Mapping[str, float],
                 step: int) -> bool:
     """All ``stop_when`` conditions hold at this probe (never when no forget condition is set)."""
     if not cond or step < cond.get("min_steps", 0) or "forget_prob_max" not in cond:
         return False
-    return probe.get("forget_prob", float("inf")) <= cond["forget_prob_max"] and retain_ok(probe, base, cond)
+    inside = band_distance(probe.get("forget_prob", float("inf")), cond) == 0.0
+    return inside and retain_ok(probe, base, cond)
 
 
 def better(probe: Mapping[str, float], best: Mapping[str, float] | None, base: Mapping[str, float],
            cond: Mapping[str, float]) -> bool:
-    """Is this probe point a better checkpoint than ``best``: retain side holds, lower forget prob."""
+    """Is this probe point a better checkpoint than ``best``: the retain side holds, and it is closer
+    to the forget band (:func:`band_distance`); inside the band, a higher retain probability wins."""
     if not retain_ok(probe, base, cond):
         return False
-    return best is None or probe["forget_prob"] < best["forget_prob"]
+    if best is None:
+        return True
+    mine, theirs = band_distance(probe["forget_prob"], cond), band_distance(best["forget_prob"], cond)
+    if mine != theirs:
+        return mine < theirs
+    return probe.get("retain_prob", float("-inf")) > best.get("retain_prob", float("-inf"))
 
 
 class Prober:

@@ -237,7 +237,7 @@ def kept_why(meta: Mapping[str, Any]) -> dict[str, Any]:
     elif meta.get("stopped_early"):
         why = "the first probe meeting the stop condition (stopped early)"
     elif kept != last:
-        why = ("no probe met the stop condition; the probe with the lowest forget probability "
+        why = ("no probe met the stop condition; the probe closest to the forget band "
                "keeping the retain side")
     else:
         why = "no probe met the stop condition or kept the retain side better; the last weights"
