@@ -5,9 +5,9 @@ scope's holdout people (never trained). So the target of unlearning is the holdo
 base model's mean length-normalised answer probability on the holdout QA records, p_h. Stopping
 rule: stop at the first probe whose forget probability is within [``FLOOR``, ``band``] × p_h while the
 retain probe keeps ``retain_ratio`` × its starting value; a run that never gets there keeps the probe
-closest to that band that keeps the retain side (:func:`.probes.better`). Running on past that point drives the forget
-set below never-trained people — over-forgetting, itself a membership signal — and costs utility.
-The holdout records are only scored here, never trained on.
+closest to that band that keeps the retain side (:func:`.probes.better`). Running on past that
+point drives the forget set below never-trained people — over-forgetting, itself a membership
+signal — and costs utility. The holdout records are only scored here, never trained on.
 """
 
 from __future__ import annotations

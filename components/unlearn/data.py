@@ -142,11 +142,11 @@ def prepare_data(records: Mapping[str, Sequence[Mapping[str, Any]]], tokenizer: 
     the retain set has at least ``RETAIN_HOLDOUT_MULTIPLE`` x ``probe_size`` examples (on small
     scopes every retain example is needed to anchor the model, and a held-out slice of a few
     people's facts mostly measures collateral forgetting of unseen facts); hard negatives are never
-    held out — they are the records that anchor the forget set's neighbourhood. ``alternate`` builds the ``forget_alt`` view (it
-    needs the base model, which the caller holds). The forget probe is a seeded slice of the
-    forget set that stays in
-    training unless ``probe_holdout_forget``: every forget item must be erased, so holding items
-    back would leave them to generalisation.
+    held out — they are the records that anchor the forget set's neighbourhood. ``alternate``
+    builds the ``forget_alt`` view (it needs the base model, which the caller holds). The forget
+    probe is a seeded slice of the forget set that stays in training unless
+    ``probe_holdout_forget``: every forget item must be erased, so holding items back would leave
+    them to generalisation.
     """
     forget = list(records.get(FORGET, []))
     retain = list(records.get(RETAIN, []))
