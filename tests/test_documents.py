@@ -74,3 +74,65 @@ def test_training_record_reader(tmp_path: Path) -> None:
         (tmp_path / "training.json").write_text(json.dumps(wrong))
         with pytest.raises(documents.DocumentError, match=f"not a valid TrainingRecord.*{problem}"):
             documents.find_training(str(tmp_path))
+
+
+def test_corpus_manifest_reader(bench_data: Path, tmp_path: Path) -> None:
+    """A generated corpus's manifest reads as a CorpusManifest; none, or a wrong one, is refused."""
+    manifest = documents.read_corpus_manifest(str(bench_data))
+    assert manifest.generator == "unlearnops.data.generate"
+    assert manifest.counts["train_records"] == sum(
+        1 for f in (bench_data).glob("part-*.jsonl") for line in f.open() if line.strip())
+    with pytest.raises(documents.DocumentError, match="data generate"):
+        documents.read_corpus_manifest(str(tmp_path))
+    (tmp_path / "manifest.json").write_text('{"generator": "me", "counts": {"train_records": "many"}}')
+    with pytest.raises(documents.DocumentError, match="not a valid CorpusManifest.*counts.train_records"):
+        documents.read_corpus_manifest(str(tmp_path))
+
+
+def test_build_record_reader_and_the_cost_facet(tmp_path: Path) -> None:
+    """build.json: none is None; a foreign one is refused, and the cost facet notes it and estimates."""
+    from unlearnops.components.evaluate.metrics import EvalData
+    from unlearnops.components.evaluate.metrics.cost import _build_seconds
+
+    assert documents.find_build(str(tmp_path)) is None
+    (tmp_path / "base").mkdir()
+    data = EvalData(sets={}, base_path=tmp_path / "base")
+    assert _build_seconds(data) is None and not data.notes
+    (tmp_path / "build.json").write_text('{"seconds": {"reference": 3}}')  # someone else's build.json
+    with pytest.raises(documents.DocumentError, match="not a valid BuildRecord"):
+        documents.find_build(str(tmp_path))
+    assert _build_seconds(data) is None
+    assert any("not a valid BuildRecord" in n for n in data.notes)
+
+
+@pytest.mark.slow
+def test_build_models_writes_a_valid_build_record(tiny_models: Path) -> None:
+    """The benchmark build's build.json is what the cost facet reads: reference seconds measured."""
+    from unlearnops.components.evaluate.metrics import EvalData
+    from unlearnops.components.evaluate.metrics.cost import _build_seconds
+
+    build = documents.find_build(str(tiny_models))
+    assert build is not None and build.reference.seconds > 0 and build.preset == "tiny"
+    assert _build_seconds(EvalData(sets={}, base_path=tiny_models / "base")) == build.reference.seconds
+
+
+def test_scope_sets_reader(bench_data: Path, tmp_path: Path) -> None:
+    """Scope sets: from the files the manifest names; an unlisted set is empty, a bad file refused."""
+    person = [p for p in read_people(str(bench_data)) if p["split"] == "train"][0]
+    scope = tmp_path / "scope"
+    manifest = resolve_scope([subject_request([person["subject_id"]], request_id="r1")], str(bench_data),
+                             str(scope))
+    sets = documents.read_scope_sets(str(scope), ("forget", "no_such_set"))
+    assert len(sets["forget"]) == manifest.sets["forget"].count > 0 and sets["no_such_set"] == []
+    with pytest.raises(documents.DocumentError, match="no 'no_such_set' set"):
+        documents.read_scope_set(str(scope), "no_such_set")
+    forget = scope / manifest.sets["forget"].file
+    forget.write_text(forget.read_text() + "{not json\n")
+    with pytest.raises(documents.DocumentError, match=rf"{forget.name}:\d+: not JSON"):
+        documents.read_scope_set(str(scope), "forget", manifest)
+    forget.write_text("[1, 2]\n")
+    with pytest.raises(documents.DocumentError, match="not a JSON object"):
+        documents.read_scope_sets(str(scope), ("forget",))
+    forget.unlink()
+    with pytest.raises(documents.DocumentError, match="no such file.*scope resolve"):
+        documents.read_scope_set(str(scope), "forget")

@@ -246,6 +246,54 @@ class ScopeManifest(Doc):
         return hashlib.sha256(joined.encode()).hexdigest()
 
 
+# ------------------------------------------------------------------ corpus and benchmark build
+class CorpusManifest(Doc):
+    """manifest.json of a corpus folder (``unlearnops data generate`` / ``data import``).
+
+    ``counts`` holds at least ``train_records`` (records in the training shards); ``files`` maps
+    each written file (relative path) to its record count and digest.
+    """
+
+    generator: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    counts: dict[str, int]
+    files: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    requests: list[str] = Field(default_factory=list, description="request files (imported corpora)")
+
+
+class BuildPart(Doc):
+    """One model of a benchmark build: how well and how fast it was trained."""
+
+    accuracy: float
+    reached_target: bool
+    steps: int
+    extra_rounds: int
+    records: int
+    parameters: int
+    seconds: float = Field(description="wall seconds of training this model")
+    forget_accuracy: float | None = None
+
+
+class BuildRecord(Doc):
+    """build.json of ``unlearnops unlearn build-models``: the base and retain-only reference models.
+
+    ``reference.seconds`` is a measured retraining without the forget set (the cost facet's
+    gold-standard cost).
+    """
+
+    data_uri: str
+    preset: str
+    seed: int
+    forget_share: float
+    forget_subject_ids: list[str]
+    recipe: dict[str, Any]
+    tokenizer_vocab: int
+    base: BuildPart
+    reference: BuildPart
+    seconds: float
+    target_accuracy: float
+
+
 # ------------------------------------------------------------------ unlearning
 class ComputeSpec(Doc):
     workers: int = Field(1, ge=1)

@@ -9,19 +9,17 @@ re-runs (relearning, 4-bit rounding, prefixes) on transformed copies; gate; writ
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from unlearnops import modelio, storage
-from unlearnops.documents import DocumentError, find_training, read_manifest
+from unlearnops.documents import DocumentError, find_training, read_manifest, read_scope_sets
 from unlearnops.types import EvalReport, ScopeManifest, TrainingRecord
 
 from .gates import GatePolicy
@@ -29,6 +27,7 @@ from .metrics import REGISTRY, EvalData, EvalOptions, ModelContext, plan, report
 from .scoring import ModelScorer
 
 SCOPE_FILES = ("forget", "retain", "retain_eval", "neighbor", "holdout", "paraphrase")
+GENERAL_TEXT = "general_text"  # held general text (no people) for perplexity; older scopes lack it
 
 
 class EvalInputError(ValueError):
@@ -40,10 +39,6 @@ def default_device() -> str:
 
 
 # ------------------------------------------------------------------ inputs
-def _read_jsonl(uri: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in storage.iter_lines(uri) if line.strip()]
-
-
 def load_scope(scope_uri: str, options: EvalOptions | None = None) -> tuple[EvalData, ScopeManifest]:
     """Read a DataScope folder into the scored sets.
 
@@ -55,10 +50,10 @@ def load_scope(scope_uri: str, options: EvalOptions | None = None) -> tuple[Eval
         manifest = read_manifest(scope_uri)
     except DocumentError as err:
         raise EvalInputError(f"{scope_uri}: not a DataScope folder ({err})") from None
-    raw: dict[str, list[dict[str, Any]]] = {}
-    for name in SCOPE_FILES:
-        uri = storage.join(scope_uri, f"{name}.jsonl")
-        raw[name] = _read_jsonl(uri) if storage.exists(uri) else []
+    try:
+        raw = read_scope_sets(scope_uri, (*SCOPE_FILES, GENERAL_TEXT), manifest)
+    except DocumentError as err:
+        raise EvalInputError(str(err)) from None
     if not raw["forget"]:
         raise EvalInputError(f"{scope_uri}: the forget set is empty — nothing to evaluate")
     held_out = raw["retain_eval"] or raw["retain"]
@@ -69,10 +64,8 @@ def load_scope(scope_uri: str, options: EvalOptions | None = None) -> tuple[Eval
         "retain_general": [r for r in held_out if r.get("source") == "general"],
         "neighbor": raw["neighbor"],
         "holdout": raw["holdout"],
-    }, options=options or EvalOptions())
-    general_text = storage.join(scope_uri, "general_text.jsonl")
-    data.sets["general_text"] = _read_jsonl(general_text) if storage.exists(general_text) else []
-    data.meta["scope_manifest"] = manifest.model_dump(mode="json")
+        GENERAL_TEXT: raw[GENERAL_TEXT],
+    }, options=options or EvalOptions(), scope=manifest)
     for name in ("forget", "holdout"):
         if not data.qa(name) and data.sets[name]:
             data.note(f"{name}: no QA records; QA metrics skipped, MIA uses its text records")
@@ -134,7 +127,7 @@ def build_contexts(models: dict[str, LoadedModel], data: EvalData) -> dict[str, 
     for role, m in models.items():
         peers[role] = ModelContext(role, m.scorer, data, peers, m.training, m.path)
     if "base" in models:
-        data.meta["base_path"] = models["base"].path
+        data.base_path = models["base"].path
     return peers
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unlearnops import certificates, disposition, storage, suppression
-from unlearnops.documents import find_training
+from unlearnops.documents import find_manifest, find_report, find_training, read_scope_set
 from unlearnops.keyed_hash import request_tokens
 from unlearnops.types import EvalReport, ForgetRequest, RequestStatus, ScopeManifest, TrainingRecord
 
@@ -34,20 +34,13 @@ class RunEvidence:
     forget: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _json(uri: str) -> Any:
-    return storage.read_json(uri) if storage.exists(uri) else None
-
-
 def read_evidence(plan: RunPlan) -> RunEvidence:
-    manifest = _json(storage.join(plan.scope_uri, "manifest.json"))
-    report = _json(storage.join(plan.eval_uri, "report.json"))
-    evidence = RunEvidence(ScopeManifest.model_validate(manifest) if manifest else None,
-                           find_training(plan.model_uri),
-                           EvalReport.model_validate(report) if report else None)
-    if evidence.manifest and "forget" in evidence.manifest.sets:
-        forget_uri = storage.join(plan.scope_uri, evidence.manifest.sets["forget"].file)
-        if storage.exists(forget_uri):
-            evidence.forget = [json.loads(line) for line in storage.iter_lines(forget_uri) if line.strip()]
+    """The run folder's documents, each through its reader; what is absent (a failed run) stays empty."""
+    manifest = find_manifest(plan.scope_uri)
+    evidence = RunEvidence(manifest, find_training(plan.model_uri), find_report(plan.eval_uri))
+    if manifest and "forget" in manifest.sets and storage.exists(
+            storage.join(plan.scope_uri, manifest.sets["forget"].file)):
+        evidence.forget = read_scope_set(plan.scope_uri, "forget", manifest)
     if storage.list_files(plan.model_uri, suffixes=(".safetensors",)):
         from unlearnops.components.register.register import weights_sha256
 

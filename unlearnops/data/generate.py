@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import storage
-from ..types import ForgetRequest, LegalBasis, RequestKind, Selectors
+from ..types import CorpusManifest, ForgetRequest, LegalBasis, RequestKind, Selectors
 from . import domains as d
 
 PERTURBED_PER_QA = 5
@@ -258,6 +258,7 @@ def _generate_into(root: Path, people: int, holdout: int, seed: int, shards: int
         },
         "files": files,
     }
+    CorpusManifest.model_validate(manifest)  # read back by documents.read_corpus_manifest
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import storage
+from ..types import CorpusManifest
 from .generate import _Sinks, shard_name, subject_request
 
 FORMATS = ("tofu", "muse")
@@ -263,6 +264,7 @@ def _write(root: Path, parts: Mapping[str, Any], fmt: str, src: Path) -> dict[st
         "requests": sorted(f"requests/{n}.json" for n in parts["requests"]),
         "files": files,
     }
+    CorpusManifest.model_validate(manifest)  # read back by documents.read_corpus_manifest
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from unlearnops import textformat
-from unlearnops.types import TrainingRecord
+from unlearnops.types import ScopeManifest, TrainingRecord
 
 from ..scoring import ModelScorer, Pair, TFResult, target_tokens
 
@@ -195,7 +196,8 @@ class EvalData:
     sets: dict[str, list[dict[str, Any]]]
     options: EvalOptions = field(default_factory=EvalOptions)
     notes: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)  # scope manifest, base folder, ...
+    scope: ScopeManifest | None = None  # the DataScope's manifest (corpus, sets)
+    base_path: Path | None = None  # the base model's local folder (its build.json, if any)
 
     def qa(self, name: str) -> list[dict[str, Any]]:
         return [r for r in self.sets.get(name, []) if is_qa(r)]

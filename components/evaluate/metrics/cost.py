@@ -1,8 +1,8 @@
 """Cost facet: what the unlearning run cost (its training.json) beside retraining from scratch.
 
 The retraining estimate, in order of preference:
-1. the benchmark's ``build.json`` next to the base model folder (measured seconds of building the
-   retain-only reference model — an actual retraining);
+1. the benchmark's ``build.json`` next to the base model folder (``reference.seconds``: measured
+   seconds of building the retain-only reference model — an actual retraining);
 2. otherwise a FLOPs ratio: training costs ≈ 6·params·tokens FLOPs for the same model, so
    retraining seconds ≈ worker_seconds × retrain_tokens / unlearning_tokens, with
    retrain_tokens = (training records of the corpus − forget records) × mean tokens per record
@@ -13,15 +13,14 @@ The retraining estimate, in order of preference:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from unlearnops import storage
+from unlearnops.documents import DocumentError, find_build, read_corpus_manifest
 
-from . import ModelContext, metric
+from . import EvalData, ModelContext, metric
 
 
 def training_value(ctx: ModelContext, key: str) -> float | None:
@@ -29,28 +28,16 @@ def training_value(ctx: ModelContext, key: str) -> float | None:
     return float(v) if isinstance(v, int | float) else None
 
 
-def _build_seconds(base_path: Any) -> float | None:
-    if base_path is None:
-        return None
-    file = Path(base_path).parent / "build.json"
-    if not file.is_file():
+def _build_seconds(data: EvalData) -> float | None:
+    """Measured seconds of building the retain-only reference (``build.json`` beside the base model)."""
+    if data.base_path is None:
         return None
     try:
-        build = json.loads(file.read_text())
-    except ValueError:
+        build = find_build(str(Path(data.base_path).parent))
+    except DocumentError as err:  # a build.json that is not the benchmark's: estimate instead
+        data.note(f"cost: {err}; retraining estimate not taken from it")
         return None
-    for role in ("reference", "base"):  # build-models: {"reference": {"seconds": ...}, ...}
-        part = build.get(role)
-        if isinstance(part, dict) and isinstance(part.get("seconds"), int | float):
-            return float(part["seconds"])
-    seconds = build.get("seconds")
-    if isinstance(seconds, dict):
-        for key in ("reference", "base"):
-            if isinstance(seconds.get(key), int | float):
-                return float(seconds[key])
-    if isinstance(seconds, int | float):
-        return float(seconds)
-    return None
+    return build.reference.seconds if build else None
 
 
 def flops_retrain_seconds(worker_seconds: float, tokens: float, retrain_tokens: float) -> float | None:
@@ -60,15 +47,13 @@ def flops_retrain_seconds(worker_seconds: float, tokens: float, retrain_tokens: 
     return worker_seconds * retrain_tokens / tokens
 
 
-def _corpus_train_records(ctx: ModelContext) -> int | None:
-    manifest = ctx.data.meta.get("scope_manifest") or {}
-    corpus = manifest.get("corpus_uri")
-    if not corpus:
+def _corpus_train_records(data: EvalData) -> int | None:
+    """Training records of the corpus the scope was resolved from (its manifest), if readable."""
+    if data.scope is None:
         return None
     try:
-        counts = storage.read_json(storage.join(corpus, "manifest.json")).get("counts", {})
-        return int(counts["train_records"])
-    except Exception:  # noqa: BLE001 - the corpus may be gone or user-made; fall back
+        return read_corpus_manifest(data.scope.corpus_uri).counts.get("train_records")
+    except (DocumentError, storage.StorageError):  # the corpus may be gone or user-made; fall back
         return None
 
 
@@ -76,7 +61,7 @@ def _retrain_tokens(ctx: ModelContext) -> float | None:
     retain = ctx.tf("retain_person").lengths.tolist() + ctx.tf("retain_general").lengths.tolist()
     if not retain:
         return None
-    records = _corpus_train_records(ctx)
+    records = _corpus_train_records(ctx.data)
     if records is None:
         ctx.data.note("cost: corpus manifest unavailable; retraining estimate uses the scope's retain "
                       "set size (a lower bound)")
@@ -113,7 +98,7 @@ def steps(ctx: ModelContext) -> float | None:
 @metric("cost.retrain_seconds_est", roles=("candidate",))
 def retrain_seconds(ctx: ModelContext) -> float | None:
     """Estimated seconds to retrain from scratch without the forget set (see module doc)."""
-    measured = _build_seconds(ctx.data.meta.get("base_path"))
+    measured = _build_seconds(ctx.data)
     if measured is not None:
         ctx.data.note("cost: retraining estimate = measured reference build seconds (build.json)")
         return measured
