@@ -99,3 +99,47 @@ def test_retrain_cli_refuses_bad_input_with_exit_2(unlearnops_home: Path, mini_u
     assert done.returncode == 2, done.stderr[-2000:]
     assert "stepz" in done.stderr and "Traceback" not in done.stderr
     assert not storage.exists(str(tmp_path / "o"))
+
+
+def test_lineage_is_registered_by_the_retrain_step_and_by_register_flags(
+        mlflow_embedded: str, mini_unlearn: dict[str, Path], tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+    from unlearnops.components.register import cli as _register_cli  # noqa: F401 - registers the command
+    from unlearnops.components.register.register import register_model
+
+    from unlearnops.cli import app
+
+    corpus, foundation = mini_unlearn["corpus"], mini_unlearn["model"]
+    out = tmp_path / "retrained"
+    result = retrain(str(foundation), str(corpus), str(out), RECIPE, request_ids=["r1"], local=True)
+    ref = register_model(str(out), "fm")  # the retrain step's lineage.json: recorded by itself
+    client = MlflowClient(tracking_uri=mlflow_embedded)
+    mv = client.get_model_version("fm", str(ref.version))
+    assert mv.tags["unlearnops.foundation"] == str(foundation)
+    assert mv.tags["unlearnops.corpus_sha256"] == result.lineage.corpus_sha256
+    assert mv.tags["unlearnops.recipe_sha256"] == RECIPE.sha256()
+    assert mv.tags["unlearnops.claim_level"] == "retrained" and mv.tags["unlearnops.covers_requests"] == "r1"
+    assert "finetune of" in mv.description and "retrained version of fm" in mv.description
+    params = client.get_run(mv.tags["unlearnops.run_id"]).data.params
+    assert params["recipe.params.train.lr"] == "0.003" and params["recipe.seed"] == "0"
+    assert params["lineage.corpus_records"] == str(result.lineage.corpus_records)
+    # a model fine-tuned elsewhere: `register --foundation --recipe --corpus`
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("objective: finetune\nparams: {train: {lr: 0.001, epochs: 3}}\nseed: 7\n")
+    runner = CliRunner()
+    done = runner.invoke(app, ["register", "--model", str(foundation), "--name", "ext", "--foundation",
+                               str(foundation), "--recipe", str(recipe), "--corpus", str(corpus)])
+    assert done.exit_code == 0, done.output
+    ext = client.get_model_version("ext", "1")
+    assert ext.tags["unlearnops.foundation"] == str(foundation)
+    assert ext.tags["unlearnops.corpus_sha256"] == lin.corpus_snapshot(str(corpus))[0]
+    assert "unlearnops.claim_level" not in ext.tags  # fine-tuned elsewhere: no erasure claimed
+    assert client.get_run(ext.tags["unlearnops.run_id"]).data.params["recipe.params.train.epochs"] == "3"
+    bad = runner.invoke(app, ["register", "--model", str(foundation), "--name", "ext",
+                              "--recipe", str(recipe)])
+    assert bad.exit_code == 2 and "--foundation and --recipe" in bad.output
+    recipe.write_text("objective: finetune\nparams: {train: {lrr: 1}}\n")
+    bad = runner.invoke(app, ["register", "--model", str(foundation), "--name", "ext", "--foundation",
+                              str(foundation), "--recipe", str(recipe)])
+    assert bad.exit_code == 2 and "lrr" in bad.output

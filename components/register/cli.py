@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from unlearnops.cli import EXIT_ERROR, app, fail
+from unlearnops.cli.params import absolute_uri
 
 
 @app.command("register")
@@ -22,6 +23,12 @@ def register_cmd(
                                                   "needs --operator and --reason; recorded"),
     operator: str | None = typer.Option(None, "--operator", help="who overrides the verdict"),
     reason: str | None = typer.Option(None, "--reason", help="why the verdict is overridden"),
+    foundation: str | None = typer.Option(None, "--foundation", help="foundation checkpoint the model "
+                                                                    "was fine-tuned from (with --recipe)"),
+    recipe: str | None = typer.Option(None, "--recipe", help="training recipe file (YAML/JSON: objective, "
+                                                            "params, seed)"),
+    corpus: str | None = typer.Option(None, "--corpus", help="fine-tuning corpus (its snapshot digest is "
+                                                            "recorded; with --foundation)"),
 ) -> None:
     """Register MODEL as a new version of NAME (idempotent: the same candidate returns its version).
 
@@ -39,10 +46,18 @@ def register_cmd(
     if override_gate is None and (operator or reason):
         raise fail("--operator and --reason go with --override-gate")
     override = GateOverride(override_gate, operator or "", reason or "") if override_gate else None
+    if bool(foundation) != bool(recipe) or (corpus and not foundation):
+        raise fail("--foundation and --recipe go together (--corpus with them)")
+    from .lineage import LineageError, lineage_of, read_recipe
+
     try:
+        found = None
+        if foundation and recipe:
+            corpus_uri = absolute_uri(corpus) if corpus else ""
+            found = lineage_of(absolute_uri(foundation), read_recipe(recipe), corpus_uri)
         ref = register_model(model, name, report_uri=report, scope_uri=scope, parent_version=parent,
-                             request_ids=request, gate=gate, gate_override=override)
-    except (RegistrationError, ModelError) as err:
+                             request_ids=request, gate=gate, gate_override=override, lineage=found)
+    except (RegistrationError, ModelError, LineageError) as err:
         raise fail(str(err)) from err
     except storage.StorageError as err:
         raise fail(str(err), EXIT_ERROR) from err

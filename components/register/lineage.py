@@ -63,8 +63,9 @@ class Lineage(Doc):
     corpus_sha256: str = Field("", description="SHA-256 over the trained records' content digests")
     corpus_records: int | None = None
     recipe: Recipe
-    claim_level: Literal["unlearned", "retrained"] = Field(
-        "retrained", description="retrained: trained without the erased data (exact unlearning)")
+    claim_level: Literal["unlearned", "retrained"] | None = Field(
+        "retrained", description="retrained: trained without the erased data (exact unlearning); "
+                                 "None for a model fine-tuned elsewhere")
     covers_requests: list[str] = Field(default_factory=list,
                                        description="requests whose data the corpus no longer holds")
     created_at: datetime = Field(default_factory=utcnow)
@@ -134,7 +135,7 @@ def lineage_of(foundation_uri: str, recipe: Recipe, corpus_uri: str = "") -> Lin
     digest, count = corpus_snapshot(corpus_uri) if corpus_uri else ("", None)
     return Lineage(foundation_uri=foundation_uri, foundation_sha256=foundation_sha256(foundation_uri),
                    corpus_uri=corpus_uri, corpus_sha256=digest, corpus_records=count, recipe=recipe,
-                   claim_level="unlearned")
+                   claim_level=None)
 
 
 def write_lineage(folder: Path, lineage: Lineage) -> None:
@@ -156,7 +157,7 @@ def registry_tags(lineage: Lineage) -> dict[str, str]:
     """Version tags: foundation, its digest, corpus and recipe digests, claim level, covered requests."""
     tags = {FOUNDATION_TAG: lineage.foundation_uri, FOUNDATION_SHA_TAG: lineage.foundation_sha256,
             CORPUS_SHA_TAG: lineage.corpus_sha256, RECIPE_SHA_TAG: lineage.recipe.sha256(),
-            CLAIM_TAG: lineage.claim_level, COVERS_TAG: ",".join(lineage.covers_requests)}
+            CLAIM_TAG: lineage.claim_level or "", COVERS_TAG: ",".join(lineage.covers_requests)}
     return {k: v[:5000] for k, v in tags.items() if v}
 
 
@@ -183,4 +184,4 @@ def describe(name: str, lineage: Lineage) -> str:
     covers = f", covering requests {', '.join(lineage.covers_requests)}" if lineage.covers_requests else ""
     return (f"{lineage.recipe.objective} of {lineage.foundation_uri} on corpus snapshot "
             f"{lineage.corpus_sha256[:12] or '?'} ({lineage.corpus_records} records){covers}: "
-            f"{lineage.claim_level} version of {name}.")
+            f"{lineage.claim_level or 'fine-tuned'} version of {name}.")

@@ -38,6 +38,9 @@ from unlearnops.documents import DocumentError, find_training, read_manifest, re
 from unlearnops.settings import get_settings
 from unlearnops.types import EvalReport, ModelRef, TrainingRecord
 
+from .lineage import Lineage, LineageError, find_lineage, registry_params, registry_tags
+from .lineage import describe as describe_lineage
+
 log = logging.getLogger(__name__)
 
 TAG = "unlearnops."
@@ -290,7 +293,7 @@ def export_copy(client: mlflow.MlflowClient, name: str, version: str, model_dir:
 def register_model(model_uri: str, name: str, *, report_uri: str | None = None, scope_uri: str | None = None,
                    parent_version: str | None = None, request_ids: list[str] | None = None,
                    gate: str | None = None, kfp_run_id: str | None = None,
-                   gate_override: GateOverride | None = None) -> ModelRef:
+                   gate_override: GateOverride | None = None, lineage: Lineage | None = None) -> ModelRef:
     """Log, register and export ``model_uri`` as a version of ``name`` (see the module docstring).
 
     ``parent_version`` defaults to training.json's parent (when it names the same registered
@@ -298,6 +301,8 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
     ``gate_override`` (named operator, reason, the report's own URI) changes a verdict, and it is
     recorded as tags (``unlearnops.gate.override``, ``unlearnops.gate.report_verdict``) and as an
     ``override`` event in the ledger on each of ``request_ids``.
+    ``lineage`` (foundation, corpus snapshot, recipe: components/register/lineage.py) defaults to the
+    folder's ``lineage.json`` (the retrain step writes it); it becomes params and tags of the version.
     Returns ``ModelRef(name, version)``.
     """
     if not _NAME.match(name):
@@ -313,6 +318,10 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
             training = find_training(str(model_dir))
         except DocumentError as err:
             raise RegistrationError(f"{err} (the unlearn step writes it beside the weights)") from None
+        try:
+            lineage = lineage or find_lineage(model_dir)
+        except LineageError as err:
+            raise RegistrationError(str(err)) from None
         try:
             report = read_report(report_uri) if report_uri else None
         except DocumentError as err:
@@ -348,8 +357,12 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
                 GATE_TAG: gate, KFP_TAG: kfp_run_id, FINGERPRINT_TAG: fp, **override_tags}
         tags = {k: str(v) for k, v in tags.items() if v not in (None, "")}
         tags.update(gate_reason_tags(report))
+        tags.update(registry_tags(lineage) if lineage else {})
+        retrained = lineage is not None and lineage.claim_level == "retrained"
         mv = _log_and_register(name, model_dir, training, report, report_uri, scope_uri, tags,
-                               describe(name, training, requests, gate, parent))
+                               describe_lineage(name, lineage) if lineage and retrained
+                               else describe(name, training, requests, gate, parent),
+                               registry_params(lineage) if lineage else {})
         version = str(mv.version)
         export_copy(client, name, version, model_dir)
         if gate == "passed":
@@ -359,13 +372,13 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
 
 def _log_and_register(name: str, model_dir: Path, training: TrainingRecord | None,
                       report: EvalReport | None, report_uri: str | None, scope_uri: str | None,
-                      tags: dict[str, str], description: str) -> Any:
+                      tags: dict[str, str], description: str, params: dict[str, str] | None = None) -> Any:
     """One MLflow run: params, metrics, artifacts, the pyfunc model; then the registered version."""
     mlflow.set_tracking_uri(get_settings().tracking_uri)
     experiment_id = _experiment(f"unlearnops-{name}")
     with mlflow.start_run(experiment_id=experiment_id,
                           run_name=_run_name(name, tags), description=description) as run:
-        mlflow.log_params({**training_params(training),
+        mlflow.log_params({**training_params(training), **(params or {}),
                            **{f"library.{k}": v for k, v in library_versions().items()}})
         if report:
             mlflow.log_metrics(report_metrics(report))
