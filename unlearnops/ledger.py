@@ -457,6 +457,21 @@ class Ledger:
 
         return self._retry(attempt)
 
+    def resume(self, request_id: str, reason: str = "", actor: str = "") -> ForgetRequest:
+        """Take a request off hold, back to the status it was held from."""
+        def held_from() -> str:
+            with self.engine.begin() as conn:
+                row = conn.execute(select(requests_table.c.status, requests_table.c.held_from)
+                                   .where(requests_table.c.id == request_id)).first()
+            if row is None:
+                raise RequestNotFound(f"no request {request_id!r} in the ledger ({self._where()})")
+            if row.status != S.on_hold.value or not row.held_from:
+                raise GuardRefused(f"request {request_id} is {row.status!r}, not on hold")
+            return str(row.held_from)
+
+        back = self._retry(held_from)
+        return self.set_status(request_id, back, reason or "resumed", actor, expect=S.on_hold)
+
     def extend(self, request_id: str, reason: str, actor: str = "") -> ForgetRequest:
         """Extend the statutory deadline once (GDPR +2 months, CCPA +45 days), with a reason."""
         actor = actor or current_actor()

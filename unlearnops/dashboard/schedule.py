@@ -1,0 +1,86 @@
+"""The compliance batch's schedule: shown, edited by operators, run in process with the embedded stack.
+
+The cron expression (6 fields, seconds first, UTC; :mod:`unlearnops.cron`) is kept in the ledger
+(:meth:`Ledger.set_batch_cron`), so the CLI, the dashboard and every expected completion date read
+the same one; until an operator sets it, the ``batch_cron`` setting applies. With the embedded
+stack a scheduler thread triggers a dashboard run of every approved request at each firing; on a
+cluster (``UNLEARNOPS_KFP_HOST``) the schedule is KFP's recurring run (``unlearnops schedule``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from .. import cron
+from ..settings import get_settings
+from ..types import utcnow
+from .runs import RunDefaults, RunRefused, runnable_ids, trigger
+from .store import Store
+
+SCHEDULER_ACTOR = "schedule:compliance-batch"
+
+
+@dataclass
+class ScheduleView:
+    cron: str
+    next_run: datetime | None
+    backend: str  # embedded | kfp
+    pending: int  # requests the next run would take
+
+
+def view(store: Store) -> ScheduleView:
+    expression = store.ledger.batch_cron() or ""
+    nxt = cron.next_run(expression, utcnow()) if expression else None
+    backend = "kfp" if get_settings().kfp_host else "embedded"
+    return ScheduleView(expression, nxt, backend, len(runnable_ids(store.ledger)))
+
+
+def set_schedule(store: Store, expression: str, actor: str) -> ScheduleView:
+    """Set (or with '' clear) the schedule; ValueError says what is wrong with the expression."""
+    store.ledger.set_batch_cron(expression, actor)
+    return view(store)
+
+
+class Scheduler:
+    """Fires the compliance batch at each time of the ledger's cron (embedded stack only)."""
+
+    def __init__(self, store: Store, defaults: RunDefaults, poll_s: float = 5.0) -> None:
+        self.store, self.defaults, self.poll_s = store, defaults, poll_s
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.fired: list[str] = []  # run ids it started (for the page and tests)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="unlearnops-scheduler", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread:
+            self.thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        due: datetime | None = None
+        seen = ""
+        while not self.stop_event.is_set():
+            expression = self.store.ledger.batch_cron() or ""
+            if expression != seen:  # set or changed: the next firing from now
+                seen, due = expression, cron.next_run(expression, utcnow()) if expression else None
+            if due is not None and utcnow() >= due:
+                self.fire()
+                due = cron.next_run(expression, utcnow())
+            self.stop_event.wait(self.poll_s)
+
+    def fire(self) -> str:
+        """Queue one run of every approved request now; '' when there is none."""
+        ids = runnable_ids(self.store.ledger)
+        if not ids:
+            return ""
+        try:
+            run = trigger(self.store, SCHEDULER_ACTOR, ids, self.defaults)
+        except RunRefused:
+            return ""  # e.g. a run already covers them
+        self.fired.append(run.id)
+        return run.id
