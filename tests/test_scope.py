@@ -98,6 +98,24 @@ def test_subject_request_builds_all_sets(bench_data: Path, tmp_path: Path) -> No
     assert manifest.options["corpus_records"] == 390 and read_manifest(str(tmp_path / "scope")) == manifest
 
 
+def test_hard_negatives_are_not_taken_back_as_lexical_neighbors(bench_data: Path, tmp_path: Path) -> None:
+    """Shared-attribute candidates alternate between the neighbor set and retain-train; the TF-IDF
+    fill of the neighbor set must not take the retain-train half back (it did: Ugo Calris's employer,
+    shared with a forgotten person, became a lexical neighbor and no retain record anchored it)."""
+    from unlearnops.components.scope.scan import NEIGHBOR_ATTRIBUTES
+
+    scope = str(tmp_path / "s")
+    resolve_scope([subject_request(["p0003", "p0017"], request_id="r1")], str(bench_data), scope)
+    sets = {name: read_set(scope, name) for name in ("forget", "retain", "neighbor")}
+    shared = {(r["attribute"], r["answer"]) for r in sets["forget"]
+              if r.get("attribute") in NEIGHBOR_ATTRIBUTES}
+    lexical = [r for r in sets["neighbor"] if r["neighbor_reason"] == "lexical_tfidf"]
+    assert lexical and not [r["id"] for r in lexical if (r.get("attribute"), r.get("answer")) in shared]
+    hard = [r for r in sets["retain"] if r.get("retain_reason", "").startswith("hard_negative_shared_")]
+    assert any((r.get("attribute"), r.get("answer")) in shared for r in hard)
+    assert not {r["id"] for r in hard} & {r["id"] for r in sets["neighbor"]}
+
+
 def test_deterministic_and_seeded(bench_data: Path, tmp_path: Path) -> None:
     req = [subject_request([_person(bench_data, 3)["subject_id"]])]
     a = resolve_scope(req, str(bench_data), str(tmp_path / "a"))
@@ -127,7 +145,9 @@ def test_names_match_on_word_boundaries(tmp_path: Path) -> None:
 def test_retain_and_neighbor_sizes_configurable(bench_data: Path, tmp_path: Path) -> None:
     req = [subject_request([_person(bench_data, 2)["subject_id"]])]
     m = resolve_scope(req, str(bench_data), str(tmp_path / "s"), retain_multiple=3.0, neighbor_k=4)
-    assert m.sets["retain"].count == 27 and m.sets["neighbor"].count == 4
+    hard = [r for r in read_set(str(tmp_path / "s"), "retain")
+            if r.get("retain_reason", "").startswith("hard_negative_")]
+    assert len(hard) <= 4 and m.sets["retain"].count == 27 + len(hard) and m.sets["neighbor"].count == 4
 
 
 # ------------------------------------------------------------------ other kinds

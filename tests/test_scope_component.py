@@ -28,7 +28,9 @@ def test_component_resolves_ledger_requests(bench_data: Path, tmp_path: Path, un
                                         out_uri=out, retain_multiple=1.0, seed=3) == out
     manifest = read_manifest(out)
     assert manifest.request_ids == ["req-a", "req-b"] and manifest.seed == 3
-    assert manifest.sets["forget"].count == 18 and manifest.sets["retain"].count == 18
+    # retain-train: retain_multiple x forget, plus the hard negatives (shared attributes, not neighbors)
+    hard = [r for r in read_set(out, "retain") if r.get("retain_reason", "").startswith("hard_negative_")]
+    assert manifest.sets["forget"].count == 18 and manifest.sets["retain"].count == 18 + len(hard)
     assert {r["subject_ids"][0] for r in read_set(out, "forget")} == {p["subject_id"] for p in people[:2]}
 
 

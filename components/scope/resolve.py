@@ -449,7 +449,8 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
         for index, got in enumerate(_progress(results, len(shards), "scope: sampling", progress)):
             pools.add(index, got)
     shared_train, pools.neighbors = pools.neighbors[1::2], pools.neighbors[0::2]
-    neighbors, chosen = _pick_neighbors(forget, forget_ids, pools, k)
+    reserved = {rec["id"] for _, _, _, _, rec, _ in shared_train}  # the hard negatives, kept for training
+    neighbors, chosen = _pick_neighbors(forget, forget_ids | reserved, pools, k)
     # general facts alternate between the two samples, so both hold some even when they are few
     general_train, general_eval = pools.general[0::2], pools.general[1::2]
     retain = _pick_retain(general_train, pools.sampled, forget_ids | chosen, retain_k, general_k)
@@ -512,7 +513,8 @@ def _unsuppressed(*sets: list[dict[str, Any]]) -> tuple[Any, ...]:
 
 def _pick_neighbors(forget: list[dict[str, Any]], forget_ids: set[str], pools: _Pools,
                     k: int) -> tuple[list[dict[str, Any]], set[str]]:
-    """Shared-attribute neighbors first (by score), then TF-IDF nearest sampled records."""
+    """Shared-attribute neighbors first (by score), then TF-IDF nearest sampled records; records in
+    ``forget_ids`` (the forget set, and the hard negatives reserved for retain-train) are skipped."""
     out: list[dict[str, Any]] = []
     chosen: set[str] = set()
     for _, _, _, _, rec, why in pools.neighbors:
