@@ -171,6 +171,8 @@ def test_lifecycle_as_two_people(unlearnops_home: Path, request_file: Path,
         ("approved", "bob")]
     code, _, err = invoke("request", "deny", "req-b", "--code", "because")
     assert code == 2 and "reason code" in err
+    code, _, err = invoke("request", "hold", "req-b")  # deny and hold share one helper: --code required
+    assert code == 2 and "--code" in err and Ledger().get("req-b").status == "received"
     assert invoke("request", "cancel", "req-b", "-r", "withdrawn by requester")[0] == 0
     assert Ledger().get("req-b").purged
     code, out, _ = invoke("audit", "verify")

@@ -206,12 +206,19 @@ def approve_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")], reason
     _move(request_id, RequestStatus.approved, reason or "approved")
 
 
-@request_app.command("deny")
-def deny_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")],
-             code: Annotated[str, typer.Option("--code", help=f"one of {', '.join(DENY_CODES)}")],
-             reason: Reason = "") -> None:
-    """Deny a request with a reason code (final: its raw selectors are purged)."""
-    _move(request_id, RequestStatus.denied, reason, code)
+def _coded_move(name: str, status: RequestStatus, codes: tuple[str, ...], doc: str) -> None:
+    """Register ``request NAME ID --code CODE [-r REASON]``: a status move that needs a reason code."""
+    def command(request_id: Annotated[str, typer.Argument(metavar="ID")],
+                code: str = typer.Option(..., "--code", help=f"one of {', '.join(codes)}"),
+                reason: Reason = "") -> None:
+        _move(request_id, status, reason, code)
+
+    command.__doc__ = doc
+    request_app.command(name)(command)
+
+
+_coded_move("deny", RequestStatus.denied, DENY_CODES,
+            "Deny a request with a reason code (final: its raw selectors are purged).")
 
 
 @request_app.command("cancel")
@@ -220,12 +227,8 @@ def cancel_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")], reason:
     _move(request_id, RequestStatus.cancelled, reason)
 
 
-@request_app.command("hold")
-def hold_cmd(request_id: Annotated[str, typer.Argument(metavar="ID")],
-             code: Annotated[str, typer.Option("--code", help=f"one of {', '.join(HOLD_CODES)}")],
-             reason: Reason = "") -> None:
-    """Put a request on hold with a reason code; `resume` returns it to where it was."""
-    _move(request_id, RequestStatus.on_hold, reason, code)
+_coded_move("hold", RequestStatus.on_hold, HOLD_CODES,
+            "Put a request on hold with a reason code; `resume` returns it to where it was.")
 
 
 @request_app.command("resume")
