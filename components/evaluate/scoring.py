@@ -158,7 +158,8 @@ class ModelScorer:
                     logp, mask = textformat.token_logprobs(logits, batch["labels"].to(self.device))
                     loss = -logp.sum() / mask.sum().clamp(min=1)
                     grads = torch.autograd.grad(loss, params, allow_unused=True)
-                    out.append(float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))))
+                    squares = [(g.float() ** 2).sum() for g in grads if g is not None]
+                    out.append(float(torch.sqrt(torch.stack(squares).sum())) if squares else 0.0)
                     tick(1)
         finally:
             for p, flag in zip(params, flags, strict=True):

@@ -90,8 +90,9 @@ class Checkpointer:
         if self.fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-            return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True,
+            full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True,
                                                                                cpu_offload=True))
+            return {k: v for k, v in full.items() if isinstance(v, torch.Tensor)}  # full: plain tensors
         return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def _optim_state(self) -> dict[str, Any]:

@@ -289,7 +289,7 @@ class Trainer:
         if self.cfg.max_grad_norm:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
             totals["grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-        totals["lr"] = self.scheduler.get_last_lr()[0]
+        totals["lr"] = float(self.scheduler.get_last_lr()[0])
         self.optimizer.step()
         self.scheduler.step()
         state.step += 1

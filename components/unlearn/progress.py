@@ -74,7 +74,8 @@ def driver_progress(label: str, console: Any = None) -> Iterator[str | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     name = f"progress-{uuid.uuid4().hex}"
-    board = ray.remote(num_cpus=0)(ProgressBoard).options(name=name, namespace=NAMESPACE).remote()
+    # Any: Ray types an actor's methods as plain callables, without their ``.remote``
+    board: Any = ray.remote(num_cpus=0)(ProgressBoard).options(name=name, namespace=NAMESPACE).remote()
     done = threading.Event()
 
     def show() -> None:
@@ -84,7 +85,7 @@ def driver_progress(label: str, console: Any = None) -> Iterator[str | None]:
             while True:
                 finished = done.is_set()
                 with contextlib.suppress(Exception):  # a slow or gone board: try again next time
-                    latest = ray.get(board.get.remote(), timeout=10)
+                    latest: dict[str, float] = ray.get(board.get.remote(), timeout=10)
                     if latest:
                         bar.update(task, completed=latest["step"], total=latest["total"],
                                    description=f"{label} loss {latest['loss']:.4f}")

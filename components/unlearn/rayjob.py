@@ -113,7 +113,7 @@ def _container_env(env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     source = dict(os.environ if env is None else env)
     secrets = json.loads(source.get(SECRETS_ENV, "[]") or "[]")
     secret_vars = {var for s in secrets for var in s["env"].values()}
-    out = [{"name": k, "value": v} for k, v in sorted(source.items())
+    out: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(source.items())
            if _PASS_ENV.match(k) and k not in secret_vars and k not in (SECRETS_ENV, AUTH_SECRET_ENV)
            and not holds_secret(k, v)]
     out.append({"name": BACKEND_ENV, "value": "local"})

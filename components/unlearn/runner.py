@@ -131,13 +131,14 @@ def ray_session(num_cpus: int | None = None) -> Iterator[str]:
 
     import ray
 
-    quiet = {"log_to_driver": verbose(), "logging_level": logging.INFO if verbose() else logging.ERROR}
+    log_to_driver, level = verbose(), logging.INFO if verbose() else logging.ERROR
     if ray.is_initialized():
         yield "attached"
         return
     address = get_settings().ray_address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"env_vars": worker_env()}, **quiet)
+        ray.init(address=address, runtime_env={"env_vars": worker_env()}, log_to_driver=log_to_driver,
+                 logging_level=level)
         try:
             yield address
         except Exception as err:
@@ -151,7 +152,7 @@ def ray_session(num_cpus: int | None = None) -> Iterator[str]:
     try:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=True,
                  dashboard_host="127.0.0.1", dashboard_port=_free_port(), _temp_dir=temp,
-                 runtime_env={"env_vars": worker_env()}, **quiet)
+                 runtime_env={"env_vars": worker_env()}, log_to_driver=log_to_driver, logging_level=level)
         try:
             yield "local"
         except Exception as err:
@@ -201,7 +202,8 @@ def _fit_ray(job: TrainJob, cfg: TrainConfig, run_name: str, dest: Path, board: 
             name=run_name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
-            worker_runtime_env={"env_vars": worker_env()},
+            # Ray Train V2's RunConfig (the default); mypy reads ray.train's static V1 import
+            worker_runtime_env={"env_vars": worker_env()},  # type: ignore[call-arg]
         ),
     )
     result = trainer.fit()

@@ -24,6 +24,9 @@ from unlearnops.types import ScopeManifest, TrainingRecord
 
 from ..scoring import ModelScorer, Pair, TFResult, target_tokens
 
+#: Per-example values a statistic takes: a list, or a 1-D array of a scored pass.
+Numbers = Sequence[float] | np.ndarray
+
 ROLES = ("candidate", "base", "reference")
 
 

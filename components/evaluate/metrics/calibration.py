@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import ModelContext, Pass, metric
+from . import ModelContext, Numbers, Pass, metric
 from .forget import rouge_l_recall, set_rouge
 from .privacy import ATTACKS
 from .utility import is_degenerate, ratio
@@ -84,7 +84,7 @@ def difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def mean_gap_band(a: Sequence[float], b: Sequence[float], z: float = GAP_Z) -> float | None:
+def mean_gap_band(a: Numbers, b: Numbers, z: float = GAP_Z) -> float | None:
     """Half-width z·SE of the difference of two means, SE² = s_a²/n_a + s_b²/n_b (Welch): how far
     two samples' means may differ by chance at these sizes."""
     if len(a) < 2 or len(b) < 2:

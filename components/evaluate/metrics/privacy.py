@@ -7,14 +7,13 @@ teacher-forced pass over the set's records (answer tokens for QA records, whole 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from unlearnops import textformat
 
-from . import ModelContext, Pass, metric, pairs_for
+from . import ModelContext, Numbers, Pass, metric, pairs_for
 
 MIN_K = 0.4
 ATTACKS = ("loss", "zlib", "min_k", "min_k_pp")
@@ -66,7 +65,7 @@ def reference_score(logp: np.ndarray, ref_logp: np.ndarray) -> float:
     return loss_score(logp) - loss_score(ref_logp)
 
 
-def auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float | None:
+def auc(member_scores: Numbers, nonmember_scores: Numbers) -> float | None:
     """ROC AUC with members (forget) as the positive class."""
     if not len(member_scores) or not len(nonmember_scores):
         return None
@@ -74,7 +73,7 @@ def auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> fl
     return float(roc_auc_score(y, [*member_scores, *nonmember_scores]))
 
 
-def roc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def roc(member_scores: Numbers, nonmember_scores: Numbers) -> tuple[np.ndarray, np.ndarray]:
     y = [1] * len(member_scores) + [0] * len(nonmember_scores)
     fpr, tpr, _ = roc_curve(y, [*member_scores, *nonmember_scores])
     return fpr, tpr

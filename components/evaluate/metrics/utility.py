@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import ModelContext, Pass, metric, perturbed_of
+from . import ModelContext, Numbers, Pass, metric, perturbed_of
 from .forget import answer_prob, set_prob, set_rouge, set_truth_ratios, tr_passes
 
 UTILITY_SETS = ("retain_person", "retain_general")
@@ -44,7 +44,7 @@ def harmonic_mean(values: Sequence[float]) -> float | None:
     return len(vals) / sum(1.0 / v for v in vals)
 
 
-def perplexity(nll_sums: Sequence[float], lengths: Sequence[int]) -> float | None:
+def perplexity(nll_sums: Numbers, lengths: Numbers) -> float | None:
     """Token-level perplexity exp(Σ NLL / Σ tokens)."""
     total = float(np.sum(lengths))
     return math.exp(float(np.sum(nll_sums)) / total) if total else None
