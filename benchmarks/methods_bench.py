@@ -370,3 +370,79 @@ def summary_markdown(result: dict[str, Any]) -> str:
                          f"{_fmt(s['wall_seconds'], '.1f')} |")
     lines += ["", f"![forget quality vs utility]({result['plot']})", ""]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the sweep (issue 10)
+SWEEP_FILE = HERE / "results" / "methods_sweep.json"
+#: Gate-relevant metrics kept per sweep row (the default policy's gates).
+SWEEP_METRICS = ("forget.holdout_excess.rouge_l", "forget.holdout_ratio.prob", "privacy.mia_auc_excess",
+                 "utility.model_utility_x_base", "utility.retention.retain", "utility.retention.general",
+                 "utility.retention.neighbor", "utility.neighbor_retention", "utility.broken_excess",
+                 "robustness.relearn_recovery", "robustness.quant4.rouge_shift")
+
+
+def demo_paths(root: Path = CACHE) -> dict[str, str]:
+    """The demo's setting (pipelines/demo.py): the share-0.1 build, and a DataScope of its first two
+    forget people resolved with the pipeline's defaults (seed 0)."""
+    from unlearnops.components.scope.resolve import resolve_scope
+
+    from unlearnops.data.generate import subject_request
+
+    paths = prepare(0.1, root)
+    build = json.loads((Path(paths["root"]) / "build.json").read_text())
+    scope = Path(paths["root"]) / "demo-scope"
+    if not (scope / "manifest.json").exists():
+        ids = sorted(build["forget_subject_ids"])[:2]
+        resolve_scope([subject_request(ids, request_id="demo-erasure-1")], paths["corpus"], str(scope),
+                      seed=0, parallel="local")
+    return {**paths, "scope": str(scope)}
+
+
+def sweep_one(config: dict[str, Any], paths: dict[str, str], work: Path) -> dict[str, Any]:
+    """One sweep point: ``{"method", "params", "trainable"?, "calibrate"?}`` unlearned in-process on
+    ``paths["scope"]`` and judged by the full evaluator under the default policy."""
+    from unlearnops.components.unlearn.runner import run_unlearning
+
+    from unlearnops.documents import read_training
+    from unlearnops.types import UnlearnSpec
+
+    out = work / "model"
+    started = time.perf_counter()
+    spec = UnlearnSpec(method=config["method"], params=config.get("params", {}), seed=0,
+                       compute={"torch_threads": threads()}, trainable=config.get("trainable", []))
+    run_unlearning(spec, paths["scope"], paths["base"], str(out), local=True,
+                   calibrate=config.get("calibrate", True))
+    trained = read_training(str(out))
+    row = evaluate(paths, str(out), work / "eval")
+    kept = trained.stopping.kept_step if trained.stopping else None
+    return {**config, "steps": trained.steps, "kept_step": kept,
+            "passed": row["passed"], "failed_gates": row["failed_gates"],
+            "metrics": {k: row["metrics"].get(k) for k in SWEEP_METRICS},
+            "wall_seconds": round(time.perf_counter() - started, 1)}
+
+
+def sweep(configs: list[dict[str, Any]], file: Path = SWEEP_FILE) -> list[dict[str, Any]]:
+    """Run ``configs`` one at a time in the demo's setting; rows are appended to ``file``."""
+    import tempfile
+
+    import torch
+
+    from unlearnops import storage
+
+    torch.set_num_threads(threads())
+    paths = demo_paths()
+    done = json.loads(file.read_text()) if file.exists() else {"rows": []}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="methods-sweep-") as tmp:
+        for i, config in enumerate(configs):
+            rows.append(sweep_one(config, paths, Path(tmp) / str(i)))
+            done["rows"].append({**rows[-1], "scope": "demo scope, resolved by the current code"})
+            storage.write_json(str(file), done)
+            _log(0.05, {**rows[-1], "method": config["method"], "mode": "sweep"})
+    return rows
+
+
+if __name__ == "__main__":  # python -m benchmarks.methods_bench CONFIGS.json
+    import sys
+
+    sweep(json.loads(Path(sys.argv[1]).read_text()))
