@@ -21,12 +21,16 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 
 
 def _builders() -> dict[str, Callable[[CompileOptions], Any]]:
-    from . import compliance_batch, unlearn_on_request
+    from . import compliance_batch, compliance_retrain, unlearn_on_request
 
-    return {"unlearn_on_request": unlearn_on_request.build, "compliance_batch": compliance_batch.build}
+    return {"unlearn_on_request": unlearn_on_request.build, "compliance_batch": compliance_batch.build,
+            "compliance_retrain": compliance_retrain.build}
 
 
+#: The unlearning pipelines (their parameters are a RunRequest's fields).
 PIPELINES: tuple[str, ...] = ("unlearn_on_request", "compliance_batch")
+#: Every compiled pipeline: the unlearning ones and the scheduled retraining (issue 16).
+ALL_PIPELINES: tuple[str, ...] = (*PIPELINES, "compliance_retrain")
 
 
 def compile_text(name: str, options: CompileOptions | None = None) -> str:
@@ -34,7 +38,7 @@ def compile_text(name: str, options: CompileOptions | None = None) -> str:
     opts = options or CompileOptions()
     builder = _builders().get(name)
     if builder is None:
-        raise ValueError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
+        raise ValueError(f"unknown pipeline {name!r}; choose one of {', '.join(ALL_PIPELINES)}")
     with tempfile.TemporaryDirectory(prefix="unlearnops-compile-") as tmp:
         path = Path(tmp) / f"{name}.yaml"
         compiler.Compiler().compile(builder(opts), str(path))
@@ -48,7 +52,7 @@ def compile_all(out_dir: Path = COMPILED_DIR, options: CompileOptions | None = N
     """Write ``OUT_DIR/<pipeline>.yaml`` for every pipeline (each file written atomically)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in PIPELINES:
+    for name in ALL_PIPELINES:
         text = compile_text(name, options)
         final = out_dir / f"{name}.yaml"
         tmp = final.with_name(f".{final.name}.tmp")

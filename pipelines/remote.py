@@ -18,11 +18,12 @@ from typing import Any
 
 import yaml
 
-from .compile import PIPELINES, compile_text
+from .compile import ALL_PIPELINES, compile_text
 from .options import CompileOptions
 
 DEFAULT_EXPERIMENT = "unlearnops"
-DISPLAY_NAMES = {"unlearn_on_request": "unlearn-on-request", "compliance_batch": "compliance-batch"}
+DISPLAY_NAMES = {"unlearn_on_request": "unlearn-on-request", "compliance_batch": "compliance-batch",
+                 "compliance_retrain": "compliance-retrain"}
 
 
 class RemoteError(RuntimeError):
@@ -116,7 +117,7 @@ def upload_all(host: str, *, options: CompileOptions | None = None, token: str |
                namespace: str | None = None) -> dict[str, Uploaded]:
     """Upload every pipeline (the YAML of ``pipelines/compiled/`` with ``options``); idempotent."""
     kfp_client = client(host, token, namespace)
-    return {name: upload(kfp_client, name, compile_text(name, options)) for name in PIPELINES}
+    return {name: upload(kfp_client, name, compile_text(name, options)) for name in ALL_PIPELINES}
 
 
 def submit(host: str, params: dict[str, Any], *, pipeline: str = "unlearn_on_request",

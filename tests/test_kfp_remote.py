@@ -120,7 +120,8 @@ def test_upload_creates_every_pipeline_then_only_new_versions(stub: KfpApiStub) 
     assert set(first) == {p.stem for p in COMPILED_DIR.glob("*.yaml")}
     assert all(up.created for up in first.values())
     uploads = stub.calls("POST", "/pipelines/upload")
-    assert sorted(u.query["name"][0] for u in uploads) == ["compliance-batch", "unlearn-on-request"]
+    assert sorted(u.query["name"][0] for u in uploads) == ["compliance-batch", "compliance-retrain",
+                                                           "unlearn-on-request"]
     for name, up in first.items():
         shipped = next(yaml.safe_load_all((COMPILED_DIR / f"{name}.yaml").read_text()))
         assert stub.state.specs[up.version_id] == shipped  # what pipelines/compiled/ holds
@@ -129,11 +130,11 @@ def test_upload_creates_every_pipeline_then_only_new_versions(stub: KfpApiStub) 
     again = remote.upload_all(stub.url)  # the post-upgrade Job with the same YAML: nothing new
     assert again == {n: remote.Uploaded(u.pipeline_id, u.version_id, u.version_name, False)
                      for n, u in first.items()}
-    assert len(stub.calls("POST", "/pipelines/upload")) == 2
-    assert len(stub.calls("POST", "/pipelines/upload_version")) == 2
+    assert len(stub.calls("POST", "/pipelines/upload")) == 3
+    assert len(stub.calls("POST", "/pipelines/upload_version")) == 3
     options = CompileOptions(image="registry.example.com/unlearnops:2.0")
     upgraded = remote.upload_all(stub.url, options=options)  # a new image: a new version, same pipeline
-    assert len(stub.calls("POST", "/pipelines/upload")) == 2
+    assert len(stub.calls("POST", "/pipelines/upload")) == 3
     for name, up in upgraded.items():
         assert up.created and up.pipeline_id == first[name].pipeline_id
         assert up.version_id != first[name].version_id
@@ -147,7 +148,8 @@ def test_cli_upload(stub: KfpApiStub) -> None:
     res = runner.invoke(app, ["upload", "--host", stub.url, "--image", "registry.example.com/u:1"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout[res.stdout.index("{"):])
-    assert set(out) == {"unlearn_on_request", "compliance_batch"} and all(v["created"] for v in out.values())
+    assert set(out) == {"unlearn_on_request", "compliance_batch", "compliance_retrain"}
+    assert all(v["created"] for v in out.values())
     body = stub.calls("POST", "/pipelines/upload_version")[0].body
     assert b"image: registry.example.com/u:1" in body
     assert runner.invoke(app, ["upload", "--host", "localhost:1"]).exit_code == 2

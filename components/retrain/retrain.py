@@ -98,13 +98,15 @@ def finished(out_uri: str, lineage: Lineage) -> Lineage | None:
 
 
 def retrain(foundation_uri: str, corpus_uri: str, out_uri: str, recipe: Recipe, *,
-            request_ids: Sequence[str] = (), local: bool = False, workers: int = 1, use_gpu: bool = False,
-            threads: int = 1) -> RetrainResult:
+            request_ids: Sequence[str] = (), replaces: str = "", local: bool = False, workers: int = 1,
+            use_gpu: bool = False, threads: int = 1) -> RetrainResult:
     """Fine-tune ``foundation_uri`` on the unsuppressed training records of ``corpus_uri``; write the
     model with ``training.json`` and ``lineage.json`` to ``out_uri`` (see the module docstring).
 
     ``request_ids`` are the requests this retraining covers (their data is on the suppression list
-    or redacted from the corpus); they are recorded in the lineage and training.json.
+    or redacted from the corpus); they are recorded in the lineage and training.json. ``replaces``
+    (``models:/NAME/VERSION``, the champion the retrained model is to replace) is recorded as its
+    parent, so registration and promotion's compare-and-set treat it as that champion's successor.
     """
     from unlearnops.components.unlearn.data import read_corpus_sets
     from unlearnops.components.unlearn.job import TrainJob
@@ -114,6 +116,9 @@ def retrain(foundation_uri: str, corpus_uri: str, out_uri: str, recipe: Recipe, 
     from ..register.register import weights_sha256
 
     started = time.perf_counter()
+    parent = modelio.parse_registry_uri(replaces) if replaces else None
+    if replaces and (parent is None or not parent.version):
+        raise RetrainError(f"replaces={replaces!r}: give the replaced version as models:/NAME/VERSION")
     try:
         recipe = check_recipe(recipe)
     except LineageError as err:
@@ -153,7 +158,8 @@ def retrain(foundation_uri: str, corpus_uri: str, out_uri: str, recipe: Recipe, 
         meta.update({"run_name": name, "wall_seconds": round(time.perf_counter() - started, 3),
                      "versions": versions(), "base_model_uri": foundation_uri,
                      "resolved_base_uri": resolved_uri,
-                     "request_ids": lineage.covers_requests, "backend": "local" if local else "ray"})
+                     "request_ids": lineage.covers_requests, "backend": "local" if local else "ray",
+                     "parent": parent.model_dump() if parent else None})
         record = TrainingRecord.model_validate(meta)
         (folder / TRAINING_FILE).write_text(record.model_dump_json(indent=2) + "\n")
         (folder / LINEAGE_FILE).write_text(lineage.model_dump_json(indent=2) + "\n")
