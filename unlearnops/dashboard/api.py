@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from ..ledger import DuplicateRequest
 from ..types import MAX_TEXT, LegalBasis, RequestKind, RequestStatus
 from . import callbacks, certs, registry, schedule
 from .actions import (
@@ -109,7 +110,7 @@ def read_timeline(store: StoreDep, who: Viewer, request_id: RequestId) -> list[d
     return [vars(e) for e in timeline(store, visible(store.ledger, request_id, who), who)]
 
 
-@router.post("/requests/{request_id}/{decision}", tags=["requests"])
+@router.post("/requests/{request_id}/actions/{decision}", tags=["requests"])
 def decide_request(store: StoreDep, who: Decider, request_id: RequestId, decision: Decision,
                    form: Annotated[DecisionForm, Body()] = DecisionForm()) -> dict[str, Any]:
     """verify, approve, deny (code + reason), hold (code), resume, cancel (reason), extend (reason)."""
@@ -305,7 +306,7 @@ def dsar_create(store: StoreDep, who: Filer, form: DsarForm, response: Response)
     existing = store.ledger.by_external_ref(form.external_ref.strip())
     if existing is not None:
         if not who.sees_all and existing.filed_by != who.name:
-            raise PermissionError("this external_ref belongs to another filer")
+            raise DuplicateRequest("this external_ref is already used by another filer's request")
         response.status_code = 200
         return _dsar_view(existing)
     req = FileForm.model_validate(form.model_dump(exclude={"callback_url"})).to_request()

@@ -6,7 +6,8 @@ event, reason code, time and expected completion — never the selectors or free
 ``X-Unlearnops-Signature: t=UNIX,v1=HEX`` where HEX is HMAC-SHA256 (RFC 2104) under
 ``dashboard.callback_secret`` of ``"{t}.{body}"``; receivers check it and reject stale ``t``.
 A failed delivery (no answer, or not 2xx) is retried with exponential backoff (1, 2, 4, ... s,
-at most 5 min between tries) up to ``dashboard.callback_attempts`` tries; each delivery is a row
+at most 5 min between tries) up to ``dashboard.callback_attempts`` tries, and a request's later
+events wait for it (each request's callbacks arrive in order); each delivery is a row
 of ``dashboard_deliveries``, so a restart resumes where it stopped (at-least-once).
 """
 
@@ -133,12 +134,16 @@ class Dispatcher:
         if secret_value is None:
             return 0
         secret = secret_value.get_secret_value().encode()
-        due = self.store.rows(select(deliveries_table).where(deliveries_table.c.status == "pending",
-                                                             deliveries_table.c.next_at <= now_naive())
-                              .order_by(deliveries_table.c.seq).limit(50))
-        sent = 0
-        for row in due:
-            sent += self._deliver(row, secret)
+        pending = self.store.rows(select(deliveries_table).where(deliveries_table.c.status == "pending")
+                                  .order_by(deliveries_table.c.seq).limit(200))
+        sent, blocked, now = 0, set(), now_naive()
+        for row in pending:  # in order per request: a later event waits for an earlier retry
+            if row.request_id in blocked:
+                continue
+            if row.next_at > now or not self._deliver(row, secret):
+                blocked.add(row.request_id)
+                continue
+            sent += 1
         return sent
 
     def _deliver(self, row: Any, secret: bytes) -> int:
