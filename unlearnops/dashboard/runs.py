@@ -120,7 +120,7 @@ def runnable_ids(ledger: Ledger) -> list[str]:
     """Every approved or scheduled request, earliest deadline first (what 'run all' covers)."""
     from ..types import utcnow
 
-    return [r.id for r in ledger.pending_until(utcnow())]
+    return ledger.pending_ids(utcnow())
 
 
 def trigger(store: Store, actor: str, request_ids: list[str], defaults: RunDefaults, *,
