@@ -609,3 +609,39 @@ def test_fuzz_openapi_each_role_no_5xx(dash: Dash) -> None:
                 except Unsatisfiable:
                     pass
     assert sum(200 <= c < 300 for c in codes) > 50 and sum(400 <= c < 500 for c in codes) > 50  # both kinds
+
+
+def test_kfp_backend_submits_the_pipeline_and_follows_its_state(dash: Dash, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With UNLEARNOPS_KFP_HOST a run is a KFP run: the same RunRequest submitted to the API (the stub
+    checks the parameters against the compiled pipeline), its state polled, the outcome from the ledger."""
+    from tests.stubs.kfp_api import KfpApiStub
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
+    with KfpApiStub() as stub:
+        monkeypatch.setenv("UNLEARNOPS_KFP_HOST", stub.url)
+        get_settings.cache_clear()
+        rid = dash.approved()
+        queued = dash.call("olga", "POST", "/api/v1/runs", json={"request_ids": [rid],
+                                                                 "params": {"beta": "0.2"}}).json()
+
+        def cluster_finishes() -> None:
+            deadline = time.monotonic() + 60
+            while not stub.state.runs and time.monotonic() < deadline:
+                time.sleep(0.05)
+            dash.store.ledger.set_status(rid, S.running, actor="pipeline")
+            dash.store.ledger.set_status(rid, S.completed, actor="pipeline", model_uri="models:/m/2")
+            next(iter(stub.state.runs.values()))["state"] = "SUCCEEDED"
+
+        finisher = threading.Thread(target=cluster_finishes)
+        finisher.start()
+        worker = RunWorker(dash.store, dash.app.state.defaults, poll_s=0.05)
+        worker.execute_kfp(get_run(dash.store, queued["id"]))  # type: ignore[arg-type]
+        finisher.join()
+        done = get_run(dash.store, queued["id"])
+        assert done is not None and done.status == "promoted" and done.exit_code == 0
+        [submitted] = stub.calls("POST", "/runs")
+        params = submitted.body["runtime_config"]["parameters"]
+        assert params["request_ids"] == rid and json.loads(params["method_params"]) == {"beta": 0.2}
+        assert params["promote_target"] == "kserve"
+        assert submitted.body["display_name"] == f"dashboard-{done.id}"

@@ -7,6 +7,10 @@ child's step events (JSON lines, see ``pipelines.local_runner.EventSink``) are r
 runs, so the runs page shows each step live; its last event gives the outcome. Statuses:
 queued → running → promoted | already-unlearned | gate-failed | failed. A run that was running
 when the dashboard stopped is marked failed at the next start (its child is gone).
+
+With ``UNLEARNOPS_KFP_HOST`` set, a run is a Kubeflow Pipelines run instead: the worker submits
+the compiled pipeline (``pipelines.remote.submit``, as ``unlearnops submit`` does), then polls
+the run's state and task states until it ends; the outcome is read back from the ledger.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .store import Store, now_naive, runs_table
 
 RUNNABLE = (RequestStatus.approved, RequestStatus.scheduled, RequestStatus.failed)
 DONE = ("promoted", "already-unlearned", "gate-failed", "failed")
+KFP_TERMINAL = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "CANCELLED")
 OUTCOME_STATUS = {"promoted": "promoted", "already-unlearned": "already-unlearned",
                   "gate-failed": "gate-failed"}
 
@@ -144,10 +149,11 @@ def trigger(store: Store, actor: str, request_ids: list[str], defaults: RunDefau
         if overlap := sorted(set(request_ids) & set(row.request_ids)):
             raise RunRefused(f"run {row.id} already covers {', '.join(overlap)}; wait for it to finish")
     run_id = uuid.uuid4().hex[:12]
+    backend = "kfp" if get_settings().kfp_host else "local"
     store.execute(runs_table.insert().values(
         id=run_id, created_at=now_naive(), actor=actor, request_ids=request_ids,
         method=method or defaults.method, params=params if params is not None else defaults.params,
-        status="queued", backend="local", steps=[], run_root="", exit_code=None, message="",
+        status="queued", backend=backend, steps=[], run_root="", exit_code=None, message="",
         versions=[], external_id="", started_at=None, finished_at=None))
     view = get_run(store, run_id)
     assert view is not None
@@ -222,7 +228,7 @@ class RunWorker:
                 self.stop_event.wait(self.poll_s)
                 continue
             try:
-                self.execute(_view(row))
+                (self.execute_kfp if row.backend == "kfp" else self.execute)(_view(row))
             except Exception as err:  # noqa: BLE001 - a broken run never stops the worker
                 self._finish(row.id, "failed", 1, f"the run could not start: {mask_secrets(str(err))}")
 
@@ -254,6 +260,50 @@ class RunWorker:
         self._finish(run.id, status, int(code) if code is not None else child.returncode,
                      str(last.get("message", "")), run_root=str(last.get("run_root", "")),
                      versions=list(last.get("versions", [])))
+
+    def execute_kfp(self, run: RunView) -> None:
+        """Submit ``run`` to the KFP API and follow it to its end (state and task states)."""
+        from unlearnops.pipelines.remote import client, submit
+        from unlearnops.pipelines.run_request import RunRequest
+
+        from ..cli.params import parse_assignments
+
+        host, token = get_settings().kfp_host or "", os.environ.get("KFP_TOKEN") or None
+        request = RunRequest(request_ids=run.request_ids, corpus_uri=self.defaults.corpus(),
+                             model_name=self.defaults.model_name, method=run.method,
+                             method_params=parse_assignments([f"{k}={v}" for k, v in run.params.items()]),
+                             policy=self.policy.get(run.id, self.defaults.policy),
+                             reference_uri=self.defaults.reference_uri, promote_target="kserve")
+        submitted = submit(host, request.arguments(), token=token, run_name=f"dashboard-{run.id}")
+        self.store.execute(update(runs_table).where(runs_table.c.id == run.id).values(
+            status="running", started_at=now_naive(), external_id=submitted.run_id))
+        kfp_client = client(host, token)
+        state = ""
+        while not self.stop_event.is_set():
+            remote = kfp_client.get_run(submitted.run_id)
+            state = str(getattr(remote, "state", "") or "")
+            tasks = getattr(getattr(remote, "run_details", None), "task_details", None) or []
+            steps = [{"name": str(t.display_name), "status": str(t.state), "seconds": None} for t in tasks
+                     if getattr(t, "display_name", None)]
+            self.store.execute(update(runs_table).where(runs_table.c.id == run.id).values(steps=steps))
+            if state in KFP_TERMINAL:
+                break
+            self.stop_event.wait(self.poll_s)
+        status, code, message = self.outcome_from_ledger(run.request_ids, state)
+        self._finish(run.id, status, code, message)
+
+    def outcome_from_ledger(self, request_ids: list[str], state: str) -> tuple[str, int, str]:
+        """(status, exit code, message) of an ended KFP run, from the requests' status."""
+        from unlearnops.components.ledger.updates import GATES_FAILED
+
+        reqs = [self.store.ledger.get(rid) for rid in request_ids]
+        if state == "SUCCEEDED" and all(r.status == RequestStatus.completed for r in reqs):
+            return "promoted", 0, f"KFP run succeeded; {', '.join(request_ids)} completed"
+        failed = [r.history[-1] for r in reqs if r.status == RequestStatus.failed and r.history]
+        if failed and all(f.code == GATES_FAILED for f in failed):
+            return "gate-failed", 3, "gates failed; champion unchanged: " + "; ".join(failed[0].gate_reasons)
+        statuses = ", ".join(f"{r.id}={r.status.value}" for r in reqs)
+        return "failed", 1, f"KFP run {state or 'unknown'}: {statuses}"
 
     def _progress(self, run_id: str, events: Path) -> None:
         found = read_events(events)
