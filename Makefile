@@ -30,6 +30,9 @@ test: install ## run the whole test suite (slow and service tests included)
 test-fast: install ## run the tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
+test-unit: install ## the fast tier: no servers, no MLflow registry, no model builds (markers slow/services/registry; tests/conftest.py)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not services and not registry" tests
+
 lint: install ## ruff check and mypy (configured in pyproject.toml)
 	$(BIN)/ruff check unlearnops components pipelines tests benchmarks
 	$(BIN)/mypy
@@ -44,4 +47,4 @@ CHART_OUT ?= build/chart
 chart: install ## render the Helm chart (charts/unlearnops) into $(CHART_OUT)/ (VALUES=file for your values)
 	$(BIN)/python charts/render.py --out $(CHART_OUT) $(if $(VALUES),--values $(VALUES))
 
-.PHONY: help install test test-fast lint bench demo chart
+.PHONY: help install test test-fast test-unit lint bench demo chart

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 # Before anything imports transformers, Ray or MLflow.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["RAY_AUTH_MODE"] = "disabled"
@@ -27,3 +29,25 @@ pytest_plugins = [
     "tests.fixtures.mlflow_server",
     "tests.fixtures.k8s_tools",
 ]
+
+# Tests that reach a real server, an MLflow registry or a long build through a fixture are marked
+# for it, so ``make test-unit`` (``-m "not slow and not services and not registry"``) runs none of
+# them (issue 15); ``make test`` still runs everything.
+SERVER_FIXTURES = frozenset({"s3_server", "pg_url", "mlflow_server", "mlflow_server_factory", "ray_local"})
+REGISTRY_FIXTURES = frozenset({"mlflow_embedded", "mlflow_server", "mlflow_env"})
+BUILD_FIXTURES = frozenset({"tiny_models", "tiny_scope", "npo_tiny"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "registry: uses an MLflow registry (embedded SQLite or a server)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.services)
+        if used & REGISTRY_FIXTURES:
+            item.add_marker(pytest.mark.registry)
+        if used & BUILD_FIXTURES:
+            item.add_marker(pytest.mark.slow)
