@@ -21,7 +21,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,7 +126,7 @@ def run_rounds(contenders: Mapping[str, Contender], n: int | None = None, *,
     }
 
 
-def summarise(runs: list[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """:func:`stat` of every numeric key present in all ``runs``."""
     keys = [k for k, v in runs[0].items() if _numeric(v) and all(_numeric(r.get(k)) for r in runs)]
     return {k: stat(r[k] for r in runs) for k in keys}

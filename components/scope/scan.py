@@ -1,10 +1,11 @@
 """The per-shard work of scope resolution — the same functions run in-process and as Ray tasks.
 
 Pass 1 (:func:`scan_shard`): count lines and records, check every line is a JSON object
-(whole-block byte counts; a line-by-line look only where a block fails), and return the records
-that match a request. Pass 2 (:func:`collect_shard`): return the lines picked for the seeded
-sample, the out-of-scope general-knowledge facts, and the records that share an attribute value
-or a surname with the forget set (neighbor candidates). Both return small results only.
+(whole-block vectorised checks of the bytes around each line break; a line-by-line look only where
+a block fails), and return the records that match a request. Pass 2 (:func:`collect_shard`):
+return the lines picked for the seeded sample, the out-of-scope general-knowledge facts, and the
+records that share an attribute value or a surname with the forget set (neighbor candidates).
+Both return small results only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from .match import FIELDS, Matcher, Prefilter
 from .shards import ScopeError, Shard, iter_blocks, parse_record
@@ -48,10 +51,37 @@ def _lines_of(block: bytes) -> list[bytes]:
     return block.split(b"\n")[:-1]
 
 
-def _structure_ok(block: bytes, lines: int) -> bool:
-    """Every line of the block starts with ``{`` and ends with ``}`` (two C-speed counts)."""
-    starts = block.count(b"\n{") + (1 if block[:1] == b"{" else 0)
-    return starts == lines and block.count(b"}\n") == lines
+class BlockLines:
+    """The line breaks of one block, found in one vectorised pass (numpy): the line count, the
+    shape check, and a candidate's line number by binary search — no per-line Python work."""
+
+    __slots__ = ("block", "ends", "_bytes")
+
+    def __init__(self, block: bytes) -> None:
+        self.block = block
+        self._bytes = np.frombuffer(block, dtype=np.uint8)
+        self.ends = np.flatnonzero(self._bytes == 10)  # offset of each b"\n"; the block ends with one
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def objects_only(self) -> bool:
+        """Every line starts with ``{`` and ends with ``}`` (so no blank line): the byte before
+        each break is ``}`` and the byte after each but the last is ``{``."""
+        if not len(self.ends):
+            return True
+        b, ends = self._bytes, self.ends
+        return bool(b[0] == 123 and (b[ends - 1] == 125).all() and (b[ends[:-1] + 1] == 123).all())
+
+    def line(self, index: int) -> bytes:
+        """Line ``index`` (0-based) without its break."""
+        start = int(self.ends[index - 1]) + 1 if index else 0
+        return self.block[start:int(self.ends[index])]
+
+    def at(self, starts: list[int]) -> Iterator[tuple[int, bytes]]:
+        """(0-based line index, line) of each line start offset in ``starts`` (sorted)."""
+        for start, index in zip(starts, np.searchsorted(self.ends, starts).tolist(), strict=True):
+            yield index, self.block[start:int(self.ends[index])]
 
 
 def _check_lines(block: bytes, base: int, shard: Shard, scan: ShardScan) -> None:
@@ -65,34 +95,32 @@ def _check_lines(block: bytes, base: int, shard: Shard, scan: ShardScan) -> None
             raise ScopeError(f"shard {shard.uri} line {base + offset}: not a JSON object")
 
 
-def candidates(block: bytes, base: int, pre: Prefilter) -> Iterator[tuple[int, bytes]]:
+def candidates(lines: BlockLines, base: int, pre: Prefilter) -> Iterator[tuple[int, bytes]]:
     """(line number, line) of the block's candidate lines."""
     if pre.full:
-        for offset, line in enumerate(_lines_of(block), start=1):
+        for offset, line in enumerate(_lines_of(lines.block), start=1):
             if line.strip():
                 yield base + offset, line
         return
-    counted, line_no = 0, base
-    for start in pre.line_starts(block):
-        line_no += block.count(b"\n", counted, start)
-        counted = start
-        end = block.find(b"\n", start)
-        yield line_no + 1, block[start:end]
+    starts = list(pre.line_starts(lines.block))
+    if starts:
+        for index, line in lines.at(starts):
+            yield base + index + 1, line
 
 
 def scan_shard(shard: Shard, matcher: Matcher) -> ShardScan:
     """Pass 1 over one shard: counts, structural check, and the matching records."""
     scan = ShardScan(shard.rel)
     for block in iter_blocks(shard):
-        lines = block.count(b"\n")
-        if not _structure_ok(block, lines):
+        index = BlockLines(block)
+        if not index.objects_only():
             _check_lines(block, scan.lines, shard, scan)
-        for lineno, line in candidates(block, scan.lines, matcher.prefilter):
+        for lineno, line in candidates(index, scan.lines, matcher.prefilter):
             record = parse_record(line, shard, lineno)
             hits = matcher.match(record)
             if hits:
                 scan.matches.append((lineno, record, hits))
-        scan.lines += lines
+        scan.lines += len(index)
     scan.records = scan.lines - len(scan.blank)
     return scan
 
@@ -172,16 +200,15 @@ def collect_shard(shard: Shard, seed: int, sample: dict[int, float], exclude: fr
     wanted = sorted(n for n in sample if n not in exclude)
     base, w = 0, 0
     for block in iter_blocks(shard):
-        lines = block.count(b"\n")
-        if w < len(wanted) and wanted[w] <= base + lines:
-            split = _lines_of(block)
-            while w < len(wanted) and wanted[w] <= base + lines:
-                lineno = wanted[w]
-                line = split[lineno - base - 1]
-                if line.strip():
-                    out.sampled.append((sample[lineno], lineno, parse_record(line, shard, lineno)))
-                w += 1
-        for lineno, line in candidates(block, base, GENERAL_TERM):
+        index = BlockLines(block)
+        lines = len(index)
+        while w < len(wanted) and wanted[w] <= base + lines:
+            lineno = wanted[w]
+            line = index.line(lineno - base - 1)
+            if line.strip():
+                out.sampled.append((sample[lineno], lineno, parse_record(line, shard, lineno)))
+            w += 1
+        for lineno, line in candidates(index, base, GENERAL_TERM):
             if lineno in exclude:
                 continue
             record = parse_record(line, shard, lineno)
@@ -190,7 +217,7 @@ def collect_shard(shard: Shard, seed: int, sample: dict[int, float], exclude: fr
         if len(out.general) > 8 * general_k:
             out.general = _keep_smallest(out.general, general_k)
         if neighbor_k > 0 and (spec.attr_values or spec.surname_rx is not None):
-            for lineno, line in candidates(block, base, spec.prefilter):
+            for lineno, line in candidates(index, base, spec.prefilter):
                 if lineno in exclude:
                     continue
                 record = parse_record(line, shard, lineno)
