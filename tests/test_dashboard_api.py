@@ -611,8 +611,9 @@ def test_fuzz_openapi_each_role_no_5xx(dash: Dash) -> None:
     assert sum(200 <= c < 300 for c in codes) > 50 and sum(400 <= c < 500 for c in codes) > 50  # both kinds
 
 
-def test_kfp_backend_submits_the_pipeline_and_follows_its_state(dash: Dash, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kfp_backend_submits_the_pipeline_and_follows_its_state(
+    dash: Dash, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With UNLEARNOPS_KFP_HOST a run is a KFP run: the same RunRequest submitted to the API (the stub
     checks the parameters against the compiled pipeline), its state polled, the outcome from the ledger."""
     from tests.stubs.kfp_api import KfpApiStub
@@ -622,8 +623,9 @@ def test_kfp_backend_submits_the_pipeline_and_follows_its_state(dash: Dash, tmp_
         monkeypatch.setenv("UNLEARNOPS_KFP_HOST", stub.url)
         get_settings.cache_clear()
         rid = dash.approved()
-        queued = dash.call("olga", "POST", "/api/v1/runs", json={"request_ids": [rid],
-                                                                 "params": {"beta": "0.2"}}).json()
+        queued = dash.call(
+            "olga", "POST", "/api/v1/runs", json={"request_ids": [rid], "params": {"beta": "0.2"}}
+        ).json()
 
         def cluster_finishes() -> None:
             deadline = time.monotonic() + 60
@@ -645,3 +647,23 @@ def test_kfp_backend_submits_the_pipeline_and_follows_its_state(dash: Dash, tmp_
         assert params["request_ids"] == rid and json.loads(params["method_params"]) == {"beta": 0.2}
         assert params["promote_target"] == "kserve"
         assert submitted.body["display_name"] == f"dashboard-{done.id}"
+
+
+def test_kfp_schedule_replaces_the_recurring_run(
+    dash: Dash, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.stubs.kfp_api import KfpApiStub
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with KfpApiStub() as stub:
+        monkeypatch.setenv("UNLEARNOPS_KFP_HOST", stub.url)
+        get_settings.cache_clear()
+        for cron_text in ("0 0 2 * * *", "0 30 3 * * 1"):
+            r = dash.call("olga", "PUT", "/api/v1/schedule", json={"cron": cron_text})
+            assert r.status_code == 200 and r.json()["backend"] == "kfp"
+        [live] = stub.state.recurring_runs.values()  # replaced, never two
+        assert live["trigger"]["cron_schedule"]["cron"] == "0 30 3 * * 1"
+        assert "request_ids" not in live["runtime_config"]["parameters"]  # the batch selects its own
+        refused = dash.call("olga", "PUT", "/api/v1/schedule", json={"cron": "0 2 * * *"})
+        assert refused.status_code == 400 and "6 fields" in refused.json()["detail"]
+        assert dash.store.ledger.batch_cron() == "0 30 3 * * 1"  # unchanged when KFP refused

@@ -279,9 +279,11 @@ def read_schedule(store: StoreDep, who: Viewer) -> dict[str, Any]:
 
 
 @router.put("/schedule", tags=["schedule"])
-def write_schedule(store: StoreDep, who: Scheduler, form: ScheduleForm) -> dict[str, Any]:
-    """Set the compliance batch's schedule (every pending request's expected completion follows)."""
-    result = schedule.set_schedule(store, form.cron, who.name)
+def write_schedule(store: StoreDep, who: Scheduler, defaults: DefaultsDep,
+                   form: ScheduleForm) -> dict[str, Any]:
+    """Set the compliance batch's schedule (every pending request's expected completion follows;
+    on a cluster, KFP's recurring run is replaced with it)."""
+    result = schedule.set_schedule(store, form.cron, who.name, defaults)
     store.record_action(who.name, "schedule", "compliance-batch", form.cron)
     return vars(result)
 

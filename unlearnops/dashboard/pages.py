@@ -402,10 +402,10 @@ def schedule_page(request: Request, store: StoreDep, who: Viewer) -> HTMLRespons
 
 
 @router.post("/schedule", response_class=HTMLResponse)
-def schedule_submit(request: Request, store: StoreDep, who: Scheduler,
+def schedule_submit(request: Request, store: StoreDep, who: Scheduler, defaults: DefaultsDep,
                     cron: Annotated[str, Form(max_length=128)] = "") -> Response:
     try:
-        api.write_schedule(store, who, api.ScheduleForm(cron=cron.strip()))
+        api.write_schedule(store, who, defaults, api.ScheduleForm(cron=cron.strip()))
     except ValueError as err:
         return render(request, "schedule.html", who, status=400, view=schedule.view(store), error=str(err),
                       value=cron)

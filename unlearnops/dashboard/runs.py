@@ -160,6 +160,19 @@ def trigger(store: Store, actor: str, request_ids: list[str], defaults: RunDefau
     return view
 
 
+def cluster_request(defaults: RunDefaults, request_ids: list[str], method: str, params: dict[str, str],
+                    policy: str) -> Any:
+    """The validated RunRequest of a run on the cluster (KFP), promoted to KServe."""
+    from unlearnops.pipelines.run_request import RunRequest
+
+    from ..cli.params import parse_assignments
+
+    return RunRequest(request_ids=request_ids, corpus_uri=defaults.corpus(), model_name=defaults.model_name,
+                      method=method or defaults.method,
+                      method_params=parse_assignments([f"{k}={v}" for k, v in params.items()]),
+                      policy=policy, reference_uri=defaults.reference_uri, promote_target="kserve")
+
+
 # ---------------------------------------------------------------- the worker
 def command(run: RunView, defaults: RunDefaults, events: Path, policy: str) -> list[str]:
     """The ``unlearnops run`` command line of ``run``."""
@@ -264,16 +277,10 @@ class RunWorker:
     def execute_kfp(self, run: RunView) -> None:
         """Submit ``run`` to the KFP API and follow it to its end (state and task states)."""
         from unlearnops.pipelines.remote import client, submit
-        from unlearnops.pipelines.run_request import RunRequest
-
-        from ..cli.params import parse_assignments
 
         host, token = get_settings().kfp_host or "", os.environ.get("KFP_TOKEN") or None
-        request = RunRequest(request_ids=run.request_ids, corpus_uri=self.defaults.corpus(),
-                             model_name=self.defaults.model_name, method=run.method,
-                             method_params=parse_assignments([f"{k}={v}" for k, v in run.params.items()]),
-                             policy=self.policy.get(run.id, self.defaults.policy),
-                             reference_uri=self.defaults.reference_uri, promote_target="kserve")
+        request = cluster_request(self.defaults, run.request_ids, run.method, run.params,
+                                  self.policy.get(run.id, self.defaults.policy))
         submitted = submit(host, request.arguments(), token=token, run_name=f"dashboard-{run.id}")
         self.store.execute(update(runs_table).where(runs_table.c.id == run.id).values(
             status="running", started_at=now_naive(), external_id=submitted.run_id))

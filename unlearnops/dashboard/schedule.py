@@ -9,6 +9,7 @@ cluster (``UNLEARNOPS_KFP_HOST``) the schedule is KFP's recurring run (``unlearn
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from datetime import datetime
 from .. import cron
 from ..settings import get_settings
 from ..types import utcnow
-from .runs import RunDefaults, RunRefused, runnable_ids, trigger
+from .runs import RunDefaults, RunRefused, cluster_request, runnable_ids, trigger
 from .store import Store
 
 SCHEDULER_ACTOR = "schedule:compliance-batch"
@@ -37,8 +38,21 @@ def view(store: Store) -> ScheduleView:
     return ScheduleView(expression, nxt, backend, len(runnable_ids(store.ledger)))
 
 
-def set_schedule(store: Store, expression: str, actor: str) -> ScheduleView:
-    """Set (or with '' clear) the schedule; ValueError says what is wrong with the expression."""
+def set_schedule(store: Store, expression: str, actor: str, defaults: RunDefaults) -> ScheduleView:
+    """Set (or with '' clear) the schedule; ValueError says what is wrong with the expression.
+
+    On a cluster the compliance batch's KFP recurring run is created or replaced with it first
+    (``pipelines.remote.schedule``; 6 fields), so the ledger never shows a schedule KFP refused."""
+    host = get_settings().kfp_host
+    if host and expression.strip():
+        from unlearnops.pipelines.remote import RemoteError, schedule
+
+        args = cluster_request(defaults, [], defaults.method, defaults.params, defaults.policy)
+        try:
+            schedule(host, args.arguments(batch=True), cron=cron.check(expression),
+                     token=os.environ.get("KFP_TOKEN") or None)
+        except RemoteError as err:
+            raise ValueError(str(err)) from err
     store.ledger.set_batch_cron(expression, actor)
     return view(store)
 
