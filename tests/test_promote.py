@@ -88,7 +88,7 @@ def test_promote_conflict_rollback(lineage: dict[str, str]) -> None:
     rows = pm.describe("m")
     assert [r["aliases"] for r in rows] == [["champion"], [], ["challenger"]]
     assert rows[0]["erased_by"] and not rows[2]["erased_by"]
-    assert rows[1]["requests"] == ["req-2"] and rows[1]["parent"] == "1"
+    assert rows[1]["requests"] == request_tokens(["req-2"]) and rows[1]["parent"] == "1"  # keyed hashes
 
 
 def test_failed_gate_refused(lineage: dict[str, str], tiny_model_factory, tmp_path: Path) -> None:
@@ -154,7 +154,9 @@ def test_cli_flow(mlflow_embedded: str, tiny_model_factory, tmp_path: Path) -> N
     assert runner.invoke(cli.app, ["promote", "c", "1"]).exit_code == 0
     assert runner.invoke(cli.app, ["promote", "c", "2"]).exit_code == 0
     models = runner.invoke(cli.app, ["models", "c"])
-    assert models.exit_code == 0 and "r-9" in models.output and "champion" in models.output
+    token = request_tokens(["r-9"])[0]  # the registry lists request tokens, never the ids
+    assert models.exit_code == 0 and token in models.output and "r-9" not in models.output
+    assert "champion" in models.output
     refused = runner.invoke(cli.app, ["rollback", "c"])  # v1 holds r-9's data, erased by v2
     assert refused.exit_code == 2 and "trained on data erased since" in " ".join(refused.stderr.split())
     assert _aliases("c")["champion"] == "2"

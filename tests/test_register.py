@@ -11,6 +11,7 @@ from unlearnops.components.register import register as reg
 
 from unlearnops import modelio, storage
 from unlearnops.ledger import Ledger
+from unlearnops.model_erasure import request_tokens, serves, tagged_requests
 from unlearnops.types import (
     EvalReport,
     ForgetRequest,
@@ -92,7 +93,8 @@ def test_register_embedded(mlflow_embedded: str, tiny_model_factory, tmp_path: P
     mv = client.get_model_version("m", "2")
     tags = mv.tags
     assert tags["unlearnops.parent_version"] == "1"  # from training.json
-    assert tags["unlearnops.requests"] == "r1,r2" and tags["unlearnops.method"] == "npo"
+    tokens = request_tokens(["r1", "r2"])  # request ids never in clear: keyed hashes
+    assert tags["unlearnops.requests"] == ",".join(tokens) and tags["unlearnops.method"] == "npo"
     assert tags["unlearnops.scope_sha256"] == scope_sha and tags["unlearnops.gate"] == "passed"
     assert tags["unlearnops.kfp_run_id"] == "kfp-1"
     assert str(client.get_model_version_by_alias("m", "challenger").version) == "2"
@@ -103,8 +105,10 @@ def test_register_embedded(mlflow_embedded: str, tiny_model_factory, tmp_path: P
     assert run.data.params["params.beta"] == "0.1" and "library.torch" in run.data.params
     assert run.data.metrics["candidate.forget.prob"] == 0.05 and run.data.metrics["base.forget.prob"] == 0.97
     assert "base.bad" not in run.data.metrics and run.data.metrics["gate.utility.passed"] == 1.0
-    assert run.info.run_name == "register-m-npo-r1+1"
-    assert "npo unlearning of requests r1, r2" in mv.description
+    assert run.info.run_name == f"register-m-npo-{tokens[0]}+1"
+    assert f"npo unlearning of requests {tokens[0]}, {tokens[1]}" in mv.description
+    texts = (mv.description, run.info.run_name, run.data.tags[reg.REQUESTS_TAG], tags[reg.REQUESTS_TAG])
+    assert not any(r in text for r in ("r1", "r2") for text in texts)
     arts = {a.path for folder in ("report", "scope", "training")
             for a in client.list_artifacts(run.info.run_id, folder)}
     assert {"report/report.json", "report/report.md", "scope/manifest.json", "training/training.json"} <= arts
@@ -227,6 +231,42 @@ def test_gate_override_only_from_report(mlflow_embedded: str, tiny_model_factory
         last = ledger.get("r1").history[-1]
         assert (last.event, last.actor, last.code) == ("override", "ana.ops", "gate-override")
         assert last.reason.startswith("MIA gap") and ledger.verify_chain().ok
+
+
+def test_override_of_an_already_registered_candidate_says_so(mlflow_embedded: str, tiny_model_factory,
+                                                            tmp_path: Path) -> None:
+    """Regression: --override-gate on a candidate registered before without it returned that version
+    quietly (the override neither applied nor recorded); it now exits 2 with one line saying so."""
+    from typer.testing import CliRunner
+
+    from unlearnops import cli
+
+    cli._load_plugins()
+    base = tiny_model_factory(tmp_path / "base", 0)
+    failed = str(_report(tmp_path / "r-failed", passed=False))
+    assert reg.register_model(str(base), "o", report_uri=failed).version == "1"
+    reason = "MIA gap within noise; reviewed in INC-42"
+    args = ["register", "--model", str(base), "--name", "o", "--report", failed, "--override-gate", "passed",
+            "--operator", "ana.ops", "--reason", reason]
+    out = CliRunner().invoke(cli.app, args)
+    said = " ".join(out.output.split())
+    assert out.exit_code == 2 and "models:/o/1 already holds this candidate (gate failed" in said, said
+    assert "--override-gate passed was not applied and nothing was recorded" in said
+    tags = _tags_of("o", "1")
+    assert tags[reg.GATE_TAG] == "failed" and reg.OVERRIDE_TAG not in tags
+    other = tiny_model_factory(tmp_path / "other", 3)  # an override that was applied: a retry returns it
+    override = reg.GateOverride("passed", "ana.ops", reason)
+    assert reg.register_model(str(other), "o", report_uri=failed, gate_override=override).version == "2"
+    assert reg.register_model(str(other), "o", report_uri=failed, gate_override=override).version == "2"
+
+
+def test_requests_tag_holds_keyed_hashes(unlearnops_home: Path) -> None:
+    """The requests tag lists request tokens; a version tagged in clear before still reads (hashed)."""
+    tokens = request_tokens(["erase-1", "erase-2"])
+    assert all(len(t) == 12 for t in tokens) and tokens != ["erase-1", "erase-2"]
+    legacy = {reg.REQUESTS_TAG: "erase-1,erase-2"}
+    assert tagged_requests({reg.REQUESTS_TAG: ",".join(tokens)}) == tagged_requests(legacy) == tokens
+    assert serves(legacy, ["erase-2"]) and not serves(legacy, ["erase-3"]) and not serves({}, ["erase-1"])
 
 
 def _tags_of(name: str, version: str) -> dict[str, str]:

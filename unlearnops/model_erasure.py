@@ -11,7 +11,8 @@ the artifacts of those versions after the retention window (tag ``unlearnops.dis
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 
 from .keyed_hash import current_actor, request_tokens
 from .types import utcnow
@@ -20,13 +21,34 @@ ERASED_BY_TAG = "unlearnops.erased_by"
 ERASED_AT_TAG = "unlearnops.erased_at"
 ERASED_OVERRIDE_TAG = "unlearnops.erased_override"
 DISPOSED_TAG = "unlearnops.disposed_at"
+#: the requests a version erased: short keyed hashes of their ids (request_tokens), comma-separated
+REQUESTS_TAG = "unlearnops.requests"
+_TOKEN = re.compile(r"^[0-9a-f]{12}$")
 
 
-__all__ = ["ERASED_BY_TAG", "ErasedVersionRefused", "merged", "override_record", "refusal", "request_tokens"]
+__all__ = ["ERASED_BY_TAG", "REQUESTS_TAG", "ErasedVersionRefused", "merged", "override_record", "refusal",
+           "request_tokens", "requests_tag", "serves", "tagged_requests"]
 
 
 class ErasedVersionRefused(RuntimeError):
     """The version was trained on erased data and no override with a reason was given."""
+
+
+def requests_tag(request_ids: Iterable[str]) -> str:
+    """The requests tag of a version: its request ids as short keyed hashes, never in clear."""
+    return ",".join(request_tokens(request_ids))
+
+
+def tagged_requests(tags: Mapping[str, str]) -> list[str]:
+    """The request tokens of a version's requests tag (ids that older versions tagged in clear, hashed)."""
+    entries = [r for r in tags.get(REQUESTS_TAG, "").split(",") if r]
+    clear = iter(request_tokens([r for r in entries if not _TOKEN.match(r)]))
+    return [r if _TOKEN.match(r) else next(clear) for r in entries]
+
+
+def serves(tags: Mapping[str, str], request_ids: Iterable[str]) -> bool:
+    """Whether the version with ``tags`` erased any of ``request_ids``."""
+    return bool(set(tagged_requests(tags)) & set(request_tokens(request_ids)))
 
 
 def merged(existing: str, tokens: list[str]) -> str:

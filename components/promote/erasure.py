@@ -26,23 +26,22 @@ from unlearnops.model_erasure import (
     merged,
     override_record,
     refusal,
-    request_tokens,
+    tagged_requests,
 )
 from unlearnops.modelio import EXPORT_TAG
 from unlearnops.settings import get_settings
 from unlearnops.types import utcnow
 
 log = logging.getLogger(__name__)
-REQUESTS_TAG = "unlearnops.requests"
 
 
 def tag_older_versions(client: mlflow.MlflowClient, name: str, version: str,
                        tags: dict[str, str]) -> list[str]:
     """Tag every version older than ``version`` with the requests ``version`` erased; versions tagged."""
-    requests = [r for r in tags.get(REQUESTS_TAG, "").split(",") if r]
-    if not requests:
+    tokens = tagged_requests(tags)
+    if not tokens:
         return []
-    tokens, now, tagged = request_tokens(requests), utcnow().isoformat(), []
+    now, tagged = utcnow().isoformat(), []
     for mv in client.search_model_versions(f"name = '{name}'"):
         if int(mv.version) >= int(version):
             continue

@@ -28,6 +28,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from unlearnops import storage
 from unlearnops.masking import mask_secrets
+from unlearnops.model_erasure import tagged_requests
 from unlearnops.modelio import EXPORT_TAG
 from unlearnops.settings import get_settings
 from unlearnops.types import ModelRef
@@ -308,7 +309,7 @@ def describe(name: str) -> list[dict[str, Any]]:
         rows.append({"version": str(mv.version), "aliases": sorted(by_version.get(str(mv.version), [])),
                      "gate": tags.get(GATE_TAG, ""), "parent": tags.get(PARENT_TAG, ""),
                      "method": tags.get("unlearnops.method", ""),
-                     "requests": [r for r in tags.get("unlearnops.requests", "").split(",") if r],
+                     "requests": tagged_requests(tags),  # keyed-hash tokens of the request ids
                      "export_uri": tags.get(EXPORT_TAG, ""), "created": mv.creation_timestamp,
                      "erased_by": tags.get(erasure.ERASED_BY_TAG, "")})
     return rows

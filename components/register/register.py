@@ -32,9 +32,11 @@ from typing import Any
 
 import mlflow
 import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 
 from unlearnops import modelio, storage
 from unlearnops.documents import DocumentError, find_training, read_manifest, read_report
+from unlearnops.model_erasure import REQUESTS_TAG, request_tokens, requests_tag
 from unlearnops.settings import get_settings
 from unlearnops.types import EvalReport, ModelRef, TrainingRecord
 
@@ -44,7 +46,7 @@ from .lineage import describe as describe_lineage
 log = logging.getLogger(__name__)
 
 TAG = "unlearnops."
-PARENT_TAG, REQUESTS_TAG, SCOPE_TAG = f"{TAG}parent_version", f"{TAG}requests", f"{TAG}scope_sha256"
+PARENT_TAG, SCOPE_TAG = f"{TAG}parent_version", f"{TAG}scope_sha256"
 METHOD_TAG, GATE_TAG, KFP_TAG = f"{TAG}method", f"{TAG}gate", f"{TAG}kfp_run_id"
 FINGERPRINT_TAG, RUN_TAG = f"{TAG}fingerprint", f"{TAG}run_id"
 REPORT_VERDICT_TAG, OVERRIDE_TAG = f"{TAG}gate.report_verdict", f"{TAG}gate.override"
@@ -121,7 +123,7 @@ class GateOverride:
                                     "so each must be in the ledger") from None
 
 
-class HFCausalLM(mlflow.pyfunc.PythonModel):
+class HFCausalLM(PythonModel):
     """MLflow pyfunc over a Hugging Face causal-LM folder: prompts in, greedy continuations out."""
 
     def load_context(self, context):  # noqa: ANN001 - MLflow's interface
@@ -208,7 +210,7 @@ def describe(name: str, training: TrainingRecord | None, requests: list[str], ga
     """The version's description: what was unlearned from what, how, and the gate's verdict."""
     if training is None:
         return f"Base model of {name} (no unlearning)."
-    what = f"requests {', '.join(requests)}" if requests else "a forget scope"
+    what = f"requests {', '.join(request_tokens(requests))}" if requests else "a forget scope"
     return (f"{training.method} unlearning of {what} from version {parent or '?'} of {name}; "
             f"{training.steps} steps; gates {gate or 'not evaluated'}.")
 
@@ -267,6 +269,20 @@ def _default_parent(name: str, training: TrainingRecord | None) -> str | None:
     if parent and parent.version and parent.name == name:
         return parent.version
     return None
+
+
+def unapplied_override(name: str, existing: Any, override: GateOverride) -> None:
+    """Refuse an override of a candidate registered before without it: a registered verdict stays.
+
+    A retry of the same override (the version carries it) passes.
+    """
+    tags = existing.tags or {}
+    if tags.get(GATE_TAG) == override.gate and OVERRIDE_TAG in tags:
+        return
+    raise RegistrationError(
+        f"models:/{name}/{existing.version} already holds this candidate (gate {tags.get(GATE_TAG, 'none')}, "
+        f"registered without this override): --override-gate {override.gate} was not applied and nothing "
+        "was recorded")
 
 
 def find_version(client: mlflow.MlflowClient, name: str, fp: str) -> Any | None:
@@ -341,6 +357,8 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
         fp = fingerprint(weights_sha256(model_dir), scope_sha, parent)
         existing = find_version(client, name, fp)
         if existing is not None:
+            if gate_override is not None:
+                unapplied_override(name, existing, gate_override)
             log.info("%s: already registered as version %s", model_uri, existing.version)
             if not (existing.tags or {}).get(EXPORT_TAG):
                 export_copy(client, name, str(existing.version), model_dir)
@@ -352,10 +370,10 @@ def register_model(model_uri: str, name: str, *, report_uri: str | None = None, 
                 raise RegistrationError(f"parent models:/{name}/{parent} is not registered: {err}") from err
         if gate_override is not None:
             gate_override.record_in_ledger(requests, str(report_uri), str(verdict), name)
-        tags = {PARENT_TAG: parent, REQUESTS_TAG: ",".join(requests), SCOPE_TAG: scope_sha,
+        given = {PARENT_TAG: parent, REQUESTS_TAG: requests_tag(requests), SCOPE_TAG: scope_sha,
                 METHOD_TAG: training.method if training else "base",
                 GATE_TAG: gate, KFP_TAG: kfp_run_id, FINGERPRINT_TAG: fp, **override_tags}
-        tags = {k: str(v) for k, v in tags.items() if v not in (None, "")}
+        tags = {k: str(v) for k, v in given.items() if v not in (None, "")}
         tags.update(gate_reason_tags(report))
         tags.update(registry_tags(lineage) if lineage else {})
         retrained = lineage is not None and lineage.claim_level == "retrained"
@@ -400,7 +418,7 @@ def _log_and_register(name: str, model_dir: Path, training: TrainingRecord | Non
 
 
 def _run_name(name: str, tags: dict[str, str]) -> str:
-    """``register-<model>-<method>-<first request>[+n]`` (the fingerprint's head when no request)."""
+    """``register-<model>-<method>-<first request's token>[+n]`` (the fingerprint's head when no request)."""
     requests = [r for r in tags.get(REQUESTS_TAG, "").split(",") if r]
     who = f"{requests[0]}+{len(requests) - 1}" if len(requests) > 1 else (
         requests[0] if requests else tags[FINGERPRINT_TAG][:8])
@@ -421,7 +439,10 @@ def _experiment(experiment: str) -> str:
     try:
         return str(client.create_experiment(experiment, artifact_location=location))
     except mlflow.exceptions.MlflowException:  # created concurrently
-        return str(client.get_experiment_by_name(experiment).experiment_id)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return str(found.experiment_id)
 
 
 def _log_artifacts(model_dir: Path, report_uri: str | None, scope_uri: str | None) -> None:
