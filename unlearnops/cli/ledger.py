@@ -63,10 +63,10 @@ def _due(req: ForgetRequest, now: datetime) -> Text:
     return Text(f"{left}d {flag}".strip(), style={"overdue": "bold red", "due-soon": "yellow"}.get(flag, ""))
 
 
-def _expected_source(req: ForgetRequest) -> str:
+def _expected_source(req: ForgetRequest, batch_cron: str | None) -> str:
     """Where the expected completion date comes from (see deadlines.expected_completion)."""
-    if get_settings().batch_cron and req.status in deadlines.WAITING_FOR_BATCH:
-        return f"next compliance-batch run, batch_cron {get_settings().batch_cron!r}"
+    if batch_cron and req.status in deadlines.WAITING_FOR_BATCH:
+        return f"next compliance-batch run, batch_cron {batch_cron!r}"
     return "request schedule --at"
 
 
@@ -144,6 +144,7 @@ def show_request(
     """Show one request: selector hashes, legal basis, deadlines and its audit trail."""
     with _open_ledger() as ledger:
         req = _get(ledger, request_id)
+        batch_cron = ledger.batch_cron()  # the dashboard's schedule, else the setting
     if json_out:
         typer.echo(_dump(req))
         return
@@ -156,7 +157,7 @@ def show_request(
                        f"{_when(req.due_at, '%Y-%m-%d %H:%M')} UTC{' (extended)' if req.extended else ''}"))
     if req.expected_at:
         console.print(Text(f"expected completion: {_when(req.expected_at, '%Y-%m-%d %H:%M')} UTC "
-                           f"({_expected_source(req)})"))
+                           f"({_expected_source(req, batch_cron)})"))
     if req.legal_basis_detail:
         console.print(Text(f"legal basis detail: {req.legal_basis_detail}"))
     if req.duplicate_of:
