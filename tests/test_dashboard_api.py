@@ -667,3 +667,22 @@ def test_kfp_schedule_replaces_the_recurring_run(
         refused = dash.call("olga", "PUT", "/api/v1/schedule", json={"cron": "0 2 * * *"})
         assert refused.status_code == 400 and "6 fields" in refused.json()["detail"]
         assert dash.store.ledger.batch_cron() == "0 30 3 * * 1"  # unchanged when KFP refused
+
+
+def test_comments_are_purged_with_the_selectors_at_a_final_status(dash: Dash) -> None:
+    from unlearnops.dashboard.callbacks import PURGED_TEXT
+
+    rid = dash.file("alice")["id"]
+    dash.call("carol", "POST", f"/api/v1/requests/{rid}/comments", json={"text": "Ada Quill called twice"})
+    keep = dash.file("alice")["id"]
+    dash.call("carol", "POST", f"/api/v1/requests/{keep}/comments", json={"text": "still open"})
+    denied = dash.call("carol", "POST", f"/api/v1/requests/{rid}/actions/deny",
+                       json={"code": "identity-not-verified", "reason": "no proof of identity"})
+    assert denied.status_code == 200 and dash.store.ledger.get(rid).purged
+    Dispatcher(dash.store).step()
+    comments = {e["detail"] for e in dash.call("viewer", "GET", f"/api/v1/requests/{rid}/timeline").json()
+                if e["kind"] == "comment"}
+    assert comments == {PURGED_TEXT}
+    kept = [e["detail"] for e in dash.call("viewer", "GET", f"/api/v1/requests/{keep}/timeline").json()
+            if e["kind"] == "comment"]
+    assert kept == ["still open"]

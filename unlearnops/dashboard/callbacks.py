@@ -1,5 +1,8 @@
 """Signed DSAR callbacks: every status change of a request goes to the URL its platform registered.
 
+The same tail of the audit trail purges a request's comments when the ledger purges its
+selectors (final status): comments are working notes that may name the person.
+
 The shape forwarders such as Fides, Transcend and Ketch consume: a JSON POST per audit event of
 the request (``request.status_changed``), with id, type, request id, external reference, status,
 event, reason code, time and expected completion — never the selectors or free-text reasons.
@@ -29,9 +32,10 @@ from sqlalchemy import delete, insert, select, update
 from ..masking import mask_secrets
 from ..settings import get_settings
 from ..types import StatusChange
-from .store import Store, callbacks_table, deliveries_table, now_naive
+from .store import Store, callbacks_table, comments_table, deliveries_table, now_naive
 
 CURSOR_KEY = "callbacks.cursor"
+PURGED_TEXT = "[removed when the request closed]"
 MAX_URL = 2000
 Sender = Callable[[str, bytes, dict[str, str]], int]
 
@@ -121,7 +125,9 @@ class Dispatcher:
             events = self.store.ledger.events_after(cursor, 500)
             if not events:
                 return
-            for seq, request_id, _change in events:
+            for seq, request_id, change in events:
+                if change.event == "purged":  # final status: the request's comments go with its selectors
+                    purge_comments(self.store, request_id)
                 if request_id in registered:
                     self.store.execute(insert(deliveries_table).values(
                         seq=seq, request_id=request_id, status="pending", attempts=0, last_error="",
@@ -179,6 +185,12 @@ class Dispatcher:
         self.store.execute(update(deliveries_table).where(deliveries_table.c.seq == seq).values(
             status=status, attempts=attempts, last_error=error, next_at=now_naive() + wait,
             updated_at=now_naive()))
+
+
+def purge_comments(store: Store, request_id: str) -> None:
+    """Overwrite a request's comment texts (they may name the person) once its selectors are purged."""
+    store.execute(update(comments_table).where(comments_table.c.request_id == request_id)
+                  .values(text=PURGED_TEXT))
 
 
 def deliveries(store: Store, request_id: str) -> list[Any]:

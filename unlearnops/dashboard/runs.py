@@ -262,6 +262,7 @@ class RunWorker:
                 self._progress(run.id, events)
         found = read_events(events)
         self._progress(run.id, events)
+        events.unlink(missing_ok=True)  # its content is in the run's row now
         last = found[-1] if found and found[-1].get("event") == "run-finished" else None
         if last is None:
             lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or [""]
@@ -269,6 +270,8 @@ class RunWorker:
                          f"the run stopped before its end (exit {child.returncode}): {lines[-1][-300:]}")
             return
         status = OUTCOME_STATUS.get(last.get("outcome", ""), "failed")
+        if status != "failed":
+            log.unlink(missing_ok=True)  # the steps' output is kept only to diagnose a failure
         code = last.get("exit_code")
         self._finish(run.id, status, int(code) if code is not None else child.returncode,
                      str(last.get("message", "")), run_root=str(last.get("run_root", "")),
