@@ -154,10 +154,13 @@ def find_lineage(model_dir: Path) -> Lineage | None:
 
 
 def registry_tags(lineage: Lineage) -> dict[str, str]:
-    """Version tags: foundation, its digest, corpus and recipe digests, claim level, covered requests."""
+    """Version tags: foundation, its digest, corpus and recipe digests, claim level, covered requests
+    (as keyed request tokens, like ``unlearnops.requests``: never ids in clear)."""
+    from unlearnops.model_erasure import requests_tag
+
     tags = {FOUNDATION_TAG: lineage.foundation_uri, FOUNDATION_SHA_TAG: lineage.foundation_sha256,
             CORPUS_SHA_TAG: lineage.corpus_sha256, RECIPE_SHA_TAG: lineage.recipe.sha256(),
-            CLAIM_TAG: lineage.claim_level or "", COVERS_TAG: ",".join(lineage.covers_requests)}
+            CLAIM_TAG: lineage.claim_level or "", COVERS_TAG: requests_tag(lineage.covers_requests)}
     return {k: v[:5000] for k, v in tags.items() if v}
 
 
@@ -181,7 +184,10 @@ def registry_params(lineage: Lineage) -> dict[str, str]:
 
 def describe(name: str, lineage: Lineage) -> str:
     """A registered version's description for a retrained model."""
-    covers = f", covering requests {', '.join(lineage.covers_requests)}" if lineage.covers_requests else ""
+    from unlearnops.model_erasure import request_tokens
+
+    covers = (f", covering requests {', '.join(request_tokens(lineage.covers_requests))}"
+              if lineage.covers_requests else "")
     return (f"{lineage.recipe.objective} of {lineage.foundation_uri} on corpus snapshot "
             f"{lineage.corpus_sha256[:12] or '?'} ({lineage.corpus_records} records){covers}: "
             f"{lineage.claim_level or 'fine-tuned'} version of {name}.")

@@ -156,16 +156,15 @@ def approximate_trainings(model_name: str, request_ids: Sequence[str]) -> list[A
     import mlflow
 
     from unlearnops.documents import find_training
+    from unlearnops.model_erasure import serves
     from unlearnops.modelio import EXPORT_TAG
     from unlearnops.settings import get_settings
 
-    wanted = set(request_ids)
     client = mlflow.MlflowClient(tracking_uri=get_settings().tracking_uri)
     out = []
     for mv in sorted(client.search_model_versions(f"name = '{model_name}'"), key=lambda v: int(v.version)):
         tags = mv.tags or {}
-        requests = set(filter(None, tags.get("unlearnops.requests", "").split(",")))
-        if tags.get("unlearnops.gate") != "passed" or not requests & wanted or tags.get(
+        if tags.get("unlearnops.gate") != "passed" or not serves(tags, request_ids) or tags.get(
                 "unlearnops.claim_level") == "retrained" or not tags.get(EXPORT_TAG):
             continue
         training = find_training(tags[EXPORT_TAG])  # None once the copy is disposed of

@@ -99,7 +99,7 @@ def finished(out_uri: str, lineage: Lineage) -> Lineage | None:
 
 def retrain(foundation_uri: str, corpus_uri: str, out_uri: str, recipe: Recipe, *,
             request_ids: Sequence[str] = (), replaces: str = "", local: bool = False, workers: int = 1,
-            use_gpu: bool = False, threads: int = 1) -> RetrainResult:
+            use_gpu: bool = False, threads: int = 1, step_hooks: Sequence[Any] = ()) -> RetrainResult:
     """Fine-tune ``foundation_uri`` on the unsuppressed training records of ``corpus_uri``; write the
     model with ``training.json`` and ``lineage.json`` to ``out_uri`` (see the module docstring).
 
@@ -107,6 +107,8 @@ def retrain(foundation_uri: str, corpus_uri: str, out_uri: str, recipe: Recipe, 
     or redacted from the corpus); they are recorded in the lineage and training.json. ``replaces``
     (``models:/NAME/VERSION``, the champion the retrained model is to replace) is recorded as its
     parent, so registration and promotion's compare-and-set treat it as that champion's successor.
+    ``step_hooks`` (:class:`~unlearnops.components.unlearn.job.StepHook`) run before each step, e.g.
+    the resilience drill that kills a worker (components/unlearn/drills.py).
     """
     from unlearnops.components.unlearn.data import read_corpus_sets
     from unlearnops.components.unlearn.job import TrainJob
@@ -141,7 +143,8 @@ def retrain(foundation_uri: str, corpus_uri: str, out_uri: str, recipe: Recipe, 
     if done is not None:
         return _result(out_uri, done, started, resumed=True)
     spec = spec_of(recipe, workers=workers, use_gpu=use_gpu, threads=threads)
-    job = TrainJob(spec=spec, corpus_uri=corpus_uri, model_uri=resolved_uri, quiet=not sys.stderr.isatty())
+    job = TrainJob(spec=spec, corpus_uri=corpus_uri, model_uri=resolved_uri, quiet=not sys.stderr.isatty(),
+                   step_hooks=list(step_hooks))
     name = run_name(out_uri, lineage)
     with tempfile.TemporaryDirectory(prefix="unlearnops-retrain-") as tmp:
         folder = Path(tmp) / "model"
