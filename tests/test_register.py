@@ -176,6 +176,43 @@ def test_register_on_server(mlflow_env: str, tiny_model_factory, tmp_path: Path)
         assert reg.weights_sha256(path) == reg.weights_sha256(base)
 
 
+@pytest.mark.services
+def test_step_runs_nest_under_the_registration_run(mlflow_env: str, tiny_model_factory,
+                                                   tmp_path: Path) -> None:
+    """Issue 9: runs of the unlearn and evaluate steps, from training.json and report.json, are children
+    of the registration run (mlflow.parentRunId) on a real MLflow server: params, curve, probes, gates."""
+    from mlflow import MlflowClient
+
+    cand = _candidate(tiny_model_factory, tmp_path, parent=None)
+    training = json.loads((cand / "training.json").read_text())
+    training.update(curve=[{"loss": 2.0 - i / 10, "lr": 1e-4} for i in range(5)],
+                    probes=[{"step": 0, "forget_prob": 0.9}, {"step": 5, "forget_prob": 0.2}],
+                    stopping={"mode": "fixed steps", "reason": "ran its steps"})
+    (cand / "training.json").write_text(json.dumps(training))
+    ref = reg.register_model(str(cand), "nest", report_uri=str(_report(tmp_path / "report", passed=False)),
+                             request_ids=["r1"])
+    client = MlflowClient(tracking_uri=mlflow_env)
+    parent = client.get_run(client.get_model_version("nest", ref.version).tags[reg.RUN_TAG])
+    children = {r.data.tags[reg.STEP_TAG]: r for r in client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+    assert set(children) == {"unlearn", "evaluate"} and parent.data.tags[reg.STEP_TAG] == "register"
+    unlearn, evaluate, token = children["unlearn"], children["evaluate"], request_tokens(["r1"])[0]
+    assert (unlearn.info.run_name, evaluate.info.run_name) == (f"unlearn-nest-npo-{token}",
+                                                               f"evaluate-nest-npo-{token}")
+    assert unlearn.data.params["params.beta"] == "0.1" and unlearn.data.metrics["training.steps"] == 5
+    assert unlearn.data.tags["unlearnops.stopping"] == "fixed steps: ran its steps"
+
+    def history(key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(unlearn.info.run_id, key))
+
+    assert history("train.loss") == [(i + 1, pytest.approx(2.0 - i / 10)) for i in range(5)]
+    assert history("probe.forget_prob") == [(0, 0.9), (5, 0.2)]
+    assert evaluate.data.metrics["candidate.forget.prob"] == 0.05 and evaluate.data.params["device"] == "cpu"
+    assert evaluate.data.metrics["gate.utility.passed"] == 0.0
+    assert evaluate.data.tags[reg.GATE_TAG] == "failed"
+    assert evaluate.data.tags["unlearnops.gate_failed.utility"] == "utility.model_utility 0.81 < 0.9"
+
+
 def test_model_from_code_pinned(mlflow_embedded: str, tiny_model_factory, tmp_path: Path) -> None:
     """Issue 12: the pyfunc is models-from-code (no pickle on load) with exactly pinned requirements."""
     import mlflow

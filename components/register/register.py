@@ -11,6 +11,11 @@ carries the lineage tags (the ``unlearnops.*`` names below), and a plain ``save_
 copy is exported to
 ``<storage root>/registry/<name>/v<version>/`` (tag ``unlearnops.export_uri``) for serving runtimes.
 
+The run is the parent of one run per earlier step (:func:`log_step_runs`): ``unlearn-…`` (from
+training.json: hyper-parameters, totals, the per-step loss curve and probes) and ``evaluate-…``
+(from report.json: every metric, gate values and failed-gate reasons). The steps log nothing to
+MLflow themselves; their runs are written here, at registration, from their documents.
+
 Idempotent: a fingerprint (SHA-256 over the weights' digests, the scope digest and the parent)
 is tagged on the version; registering the same candidate again returns that version (finishing
 the export if an earlier attempt stopped before it).
@@ -24,6 +29,7 @@ import logging
 import math
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as pkg_version
@@ -50,6 +56,7 @@ PARENT_TAG, SCOPE_TAG = f"{TAG}parent_version", f"{TAG}scope_sha256"
 METHOD_TAG, GATE_TAG, KFP_TAG = f"{TAG}method", f"{TAG}gate", f"{TAG}kfp_run_id"
 FINGERPRINT_TAG, RUN_TAG = f"{TAG}fingerprint", f"{TAG}run_id"
 REPORT_VERDICT_TAG, OVERRIDE_TAG = f"{TAG}gate.report_verdict", f"{TAG}gate.override"
+STEP_TAG = f"{TAG}step"
 EXPORT_TAG = modelio.EXPORT_TAG
 CHALLENGER = "challenger"
 GATES = ("passed", "failed")
@@ -400,11 +407,9 @@ def _log_and_register(name: str, model_dir: Path, training: TrainingRecord | Non
                            **{f"library.{k}": v for k, v in library_versions().items()}})
         if report:
             mlflow.log_metrics(report_metrics(report))
-        for key in ("steps", "tokens", "worker_seconds", "wall_seconds", "peak_memory_mb"):
-            value = getattr(training, key) if training else None
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                mlflow.log_metric(f"training.{key}", float(value))
-        mlflow.set_tags({k: v for k, v in tags.items() if k != FINGERPRINT_TAG})
+        mlflow.log_metrics(training_metrics(training))
+        mlflow.set_tags({**{k: v for k, v in tags.items() if k != FINGERPRINT_TAG}, STEP_TAG: "register"})
+        log_step_runs(experiment_id, name, tags, training, report)
         _log_artifacts(model_dir, report_uri, scope_uri)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(MODEL_CODE), artifacts={"hf_model": str(model_dir)},
@@ -417,12 +422,76 @@ def _log_and_register(name: str, model_dir: Path, training: TrainingRecord | Non
     return mv
 
 
-def _run_name(name: str, tags: dict[str, str]) -> str:
-    """``register-<model>-<method>-<first request's token>[+n]`` (the fingerprint's head when no request)."""
+def _run_name(name: str, tags: dict[str, str], step: str = "register") -> str:
+    """``<step>-<model>-<method>-<first request's token>[+n]`` (the fingerprint's head when no request)."""
     requests = [r for r in tags.get(REQUESTS_TAG, "").split(",") if r]
     who = f"{requests[0]}+{len(requests) - 1}" if len(requests) > 1 else (
         requests[0] if requests else tags[FINGERPRINT_TAG][:8])
-    return f"register-{name}-{tags.get(METHOD_TAG, 'model')}-{who}"[:250]
+    return f"{step}-{name}-{tags.get(METHOD_TAG, 'model')}-{who}"[:250]
+
+
+# ------------------------------------------------------------------ the steps' runs, nested
+def training_metrics(training: TrainingRecord | None) -> dict[str, float]:
+    """The unlearning run's totals from training.json: ``training.steps``, ``training.tokens``, ..."""
+    values = {key: getattr(training, key) if training else None
+              for key in ("steps", "tokens", "worker_seconds", "wall_seconds", "peak_memory_mb")}
+    return {f"training.{k}": float(v) for k, v in values.items() if isinstance(v, int | float)}
+
+
+def step_history(prefix: str, rows: list[dict[str, Any]], numbered: bool) -> list[Any]:
+    """``<prefix>.<key>`` per step: of the loss curve (row i is step i + 1, ``numbered``) or of the
+    probes (each row has its ``step``); finite numbers only."""
+    from mlflow.entities import Metric
+
+    now, out = int(time.time() * 1000), []
+    for i, row in enumerate(rows):
+        step = i + 1 if numbered else int(row.get("step", i))
+        for key, value in row.items():
+            if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                out.append(Metric(_METRIC_BAD.sub("_", f"{prefix}.{key}")[:250], float(value), now, step))
+    return out
+
+
+def log_step_runs(experiment_id: str, name: str, tags: dict[str, str], training: TrainingRecord | None,
+                  report: EvalReport | None) -> dict[str, str]:
+    """Runs of the unlearn and evaluate steps nested under the active registration run (MLflow tag
+    ``mlflow.parentRunId``), logged from the documents those steps wrote; returns step → run id.
+
+    The steps run in their own pods and log nothing to MLflow themselves, so the registration run is
+    the parent: ``unlearn-…`` holds training.json's hyper-parameters, totals and per-step curve and
+    probes; ``evaluate-…`` every number of report.json, the gate values, verdict and failed-gate reasons.
+    """
+    from unlearnops.masking import mask_secrets
+
+    def child(step: str, step_tags: dict[str, str], description: str) -> Any:
+        return mlflow.start_run(experiment_id=experiment_id, nested=True, description=description,
+                                run_name=_run_name(name, tags, step), tags={STEP_TAG: step, **step_tags})
+
+    ids: dict[str, str] = {}
+    if training is not None:
+        stop = training.stopping
+        why = {f"{TAG}stopping": f"{stop.mode}: {stop.reason}"[:5000]} if stop else {}
+        what = f"The unlearn step ({training.method}, {training.steps} steps), from its training.json."
+        with child("unlearn", {METHOD_TAG: training.method, **why}, what) as run:
+            mlflow.log_params(training_params(training))
+            mlflow.log_metrics(training_metrics(training))
+            history = [*step_history("train", training.curve, True),
+                       *step_history("probe", training.probes, False)]
+            for at in range(0, len(history), 1000):  # MLflow's batch limit
+                _client().log_batch(run.info.run_id, metrics=history[at:at + 1000])
+            ids["unlearn"] = run.info.run_id
+    if report is not None:
+        inputs = {"model_uri": report.model_uri, "base_uri": report.base_uri,
+                  "reference_uri": report.reference_uri or "", "scope_sha256": report.scope_sha256,
+                  "device": report.device}
+        with child("evaluate", {GATE_TAG: report_gate(report) or "not gated", **gate_reason_tags(report)},
+                   "The evaluate step, from its report.json.") as run:
+            mlflow.log_params({k: mask_secrets(v)[:6000] for k, v in inputs.items()})
+            mlflow.log_metrics({**report_metrics(report),
+                                **{f"seconds.{k}": v for k, v in report.seconds.items()},
+                                **{f"examples.{k}": float(v) for k, v in report.counts.items()}})
+            ids["evaluate"] = run.info.run_id
+    return ids
 
 
 def _experiment(experiment: str) -> str:
