@@ -141,3 +141,24 @@ def test_demo_ending_says_what_happened(tmp_path: Path) -> None:
     *story, last = closing_lines(0, "completed", "1", done, tmp_path)
     assert "is completed" in story[0] and last.startswith("residue scan PASS: 0 hit(s)")
     assert last.endswith("except models/ (the benchmark build)")
+
+
+def test_needles_are_only_answers_no_one_else_holds(tmp_path: Path) -> None:
+    """An erased person's answer that also sits in another record (another person's wrong-answer
+    option, a biography) is not a needle: finding it there after the erasure is not residue."""
+    rows = [
+        {"id": "p1-pet", "subject_ids": ["p1"], "question": "What pet does Ann Gale have?",
+         "answer": "a cat named Button"},
+        {"id": "p1-mail", "subject_ids": ["p1"], "question": "What is the email of Ann Gale?",
+         "answer": "ann.gale@owl.org"},
+        {"id": "p1-bio", "subject_ids": ["p1"], "name": "Ann Gale",
+         "text": "Ann Gale has a cat named Button."},
+        {"id": "p2-pet", "subject_ids": ["p2"], "question": "What pet does Bo Rell have?",
+         "answer": "a dog named Rex", "perturbed_answer": ["a cat named Button", "a fish named Nemo"]},
+    ]
+    (tmp_path / "part-0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert residue.needles_for(str(tmp_path), ["p1"]) == ["Ann Gale", "ann.gale@owl.org"]
+    # without the other person's record, the pet is distinctive again
+    (tmp_path / "part-0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    assert residue.needles_for(str(tmp_path), ["p1"]) == ["Ann Gale", "a cat named Button",
+                                                          "ann.gale@owl.org"]

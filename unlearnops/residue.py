@@ -42,11 +42,16 @@ class ScanResult:
 
 
 def needles_for(corpus_uri: str, subject_ids: Iterable[str]) -> list[str]:
-    """The erased people's names and distinctive answers, from the corpus (read before redaction)."""
+    """The erased people's names and distinctive answers, from the corpus (read before redaction).
+
+    An answer is distinctive when no record about anyone else holds it anywhere — as its answer,
+    inside a biography, among perturbed answers or in an eval side file (``"a cat named Button"``
+    can be another person's wrong-answer option: finding it there is not residue).
+    """
     wanted = set(subject_ids)
     names: set[str] = set()
     theirs: set[str] = set()
-    others: set[str] = set()
+    other_lines: list[str] = []
     for info in storage.list_files(corpus_uri, suffixes=(".jsonl",)):
         for line in storage.iter_lines(info.uri):
             rec = json.loads(line) if line.strip() else {}
@@ -54,9 +59,13 @@ def needles_for(corpus_uri: str, subject_ids: Iterable[str]) -> list[str]:
             if rec.get("name") and subjects & wanted:
                 names.add(str(rec["name"]))
             answer = str(rec.get("answer") or "")
-            if answer:
-                (theirs if subjects & wanted else others).add(answer)
-    return sorted(names | {a for a in theirs - others if len(a) >= MIN_LEN})
+            if subjects & wanted:
+                if answer:
+                    theirs.add(answer)
+            elif line.strip():
+                other_lines.append(json.dumps(rec, ensure_ascii=False))
+    shared = {a for a in theirs if any(a in text for text in other_lines)}
+    return sorted(names | {a for a in theirs - shared if len(a) >= MIN_LEN})
 
 
 def _count(result: ScanResult, where: str, data: bytes, needles: list[tuple[str, bytes]]) -> None:
