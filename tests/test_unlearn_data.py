@@ -148,6 +148,8 @@ def test_band_distance_and_checkpoint_closest_to_the_band() -> None:
     assert probes.band_distance(0.4, cond) == pytest.approx(math.log(2.0))  # log(0.4 / 0.2)
     assert probes.band_distance(0.005, cond) == pytest.approx(math.log(5.0))  # log(0.025 / 0.005)
     assert probes.band_distance(0.0, {"forget_prob_max": 0.2}) == 0.0  # no floor: no lower side
+    never = {"forget_prob_max": 0.0}  # a band nothing reaches: the lowest forget probability is closest
+    assert probes.band_distance(0.01, never) < probes.band_distance(0.02, never)
     base = {"forget_prob": 0.99, "retain_prob": 0.9}
     # below the floor: not a stop (over-forgotten), although under the max
     assert not probes.should_stop({"forget_prob": 0.001, "retain_prob": 0.9}, base, cond, step=9)

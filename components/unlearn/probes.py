@@ -75,7 +75,8 @@ def band_distance(forget_prob: float, cond: Mapping[str, float]) -> float:
     """How far ``forget_prob`` lies outside the band [``forget_prob_min``, ``forget_prob_max``]:
     ``|log(p / nearest edge)|``, 0 inside (a missing edge does not bound that side)."""
     p = max(float(forget_prob), 1e-12) if not math.isnan(forget_prob) else float("inf")
-    high, low = cond.get("forget_prob_max", float("inf")), cond.get("forget_prob_min", 0.0)
+    high = max(cond.get("forget_prob_max", float("inf")), 1e-12)  # a max of 0: the lowest is closest
+    low = cond.get("forget_prob_min", 0.0)
     if p > high:
         return math.log(p / high)
     if low > 0 and p < low:
