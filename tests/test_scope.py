@@ -365,3 +365,25 @@ def test_block_lines_shape_check_and_lookup() -> None:
     assert len(good) == 2 and good.objects_only() and good.line(1) == b'{"b": 2}'
     for bad in (b'{"a": 1}\n\n', b'{"a": 1}\n{"b": 2} \n', b' {"a": 1}\n', b'\n{"a": 1}\n', b"[1]\n"):
         assert not BlockLines(bad).objects_only(), bad
+
+
+def test_lines_with_values_finds_the_lines_a_parse_finds() -> None:
+    """The vectorised sidecar lookup, key first or last, equals parsing every line (escaped quotes
+    included); short values and other layouts are left to the general path (None)."""
+    from unlearnops.components.scope.shards import lines_with_values
+
+    ids = [f"p{i:06d}-{attr}" for i in range(40) for attr in ("birth_city", "job", "employer")]
+    wanted = {ids[5], ids[77], ids[118], "p999999-none"}
+    for first in (True, False):
+        rows = [{"id": i, "question": f"q about {i}", "note": 'say "p000001-job"'} for i in ids]
+        text = "".join(json.dumps(r if first else dict(reversed(list(r.items())))) + "\n" for r in rows)
+        block = text.encode()
+        spans = lines_with_values(block, "id", {w.encode() for w in wanted})
+        assert spans is not None
+        got = [json.loads(block[s:e])["id"] for s, e in spans]
+        assert got == [i for i in ids if i in wanted]
+    assert lines_with_values(b'{"id": "short"}\n', "id", {b"short"}) is None
+    assert lines_with_values(b'["p000001-job-long"]\n' * 3, "id", {b"p000001-job-long"}) is None
+    escaped = b'{"x": 1, "id": "p000001-\\"odd\\""}\n{"x": 2, "id": "p000002-\\"odd\\""}\n'
+    assert lines_with_values(escaped, "id", {b'p000001-\\"odd\\"'}) == [(0, escaped.index(b"\n"))]
+    assert lines_with_values(escaped, "id", {b'odd\\"-suffix'}) == []

@@ -42,7 +42,7 @@ from .scan import (
     scan_shard,
     text_of,
 )
-from .shards import ScopeError, Shard, iter_blocks, iter_lines, list_shards, parse_record
+from .shards import ScopeError, Shard, iter_blocks, iter_lines, lines_with_values, list_shards, parse_record
 
 __all__ = ["ScopeError", "resolve_scope", "read_set", "content_sha256"]
 
@@ -122,16 +122,21 @@ def _progress(items: Iterable[Any], total: int, label: str, enabled: bool) -> It
 def _rows_with(uri: str, rel: str, key: str, values: set[str]) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL side file whose string field ``key`` is one of ``values`` (streamed).
 
-    One regex pass per block pulls every ``"key": "..."`` value out as bytes (C speed), a set
-    intersection finds the wanted ones, and only their lines are parsed.
+    Per block, the lines whose ``"key"`` holds a wanted value are found vectorised
+    (:func:`.shards.lines_with_values`) or, for a block not in that plain form, by one regex pass
+    pulling every ``"key": "..."`` value out (C speed) and a set intersection; only those lines
+    are parsed.
     """
     shard = Shard(uri, rel, 0, "")
     quick = re.compile(b'"' + key.encode() + rb'": "([^"\\]*)"')
     loose = re.compile(b'"' + key.encode() + rb'"\s*:\s*"((?:[^"\\]|\\.)*)"')
     wanted = {form[1:-1] for v in values for form in json_forms(v)}
-    base = 0
-    for block in iter_blocks(shard):
-        lines = block.count(b"\n")
+
+    def spans(block: bytes, lines: int) -> Iterator[tuple[int, int]]:
+        fast = lines_with_values(block, key, wanted)
+        if fast is not None:
+            yield from fast
+            return
         found = quick.findall(block)
         if len(found) < lines:
             found = loose.findall(block)
@@ -139,14 +144,20 @@ def _rows_with(uri: str, rel: str, key: str, values: set[str]) -> Iterator[dict[
             pos = block.find(b'"' + value + b'"')
             while pos >= 0:
                 start, end = block.rfind(b"\n", 0, pos) + 1, block.find(b"\n", pos)
-                try:
-                    row = json.loads(block[start:end])
-                except ValueError as err:
-                    lineno = base + block.count(b"\n", 0, start) + 1
-                    raise ScopeError(f"{uri} line {lineno}: invalid JSON ({err})") from err
-                if isinstance(row, dict) and row.get(key) in values:
-                    yield row
+                yield start, end
                 pos = block.find(b'"' + value + b'"', end)
+
+    base = 0
+    for block in iter_blocks(shard):
+        lines = block.count(b"\n")
+        for start, end in spans(block, lines):
+            try:
+                row = json.loads(block[start:end])
+            except ValueError as err:
+                lineno = base + block.count(b"\n", 0, start) + 1
+                raise ScopeError(f"{uri} line {lineno}: invalid JSON ({err})") from err
+            if isinstance(row, dict) and row.get(key) in values:
+                yield row
         base += lines
 
 
