@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from unlearnops import certificates, disposition, storage, suppression
-from unlearnops.documents import find_manifest, find_report, find_training, read_scope_set
+from unlearnops.documents import DocumentError, find_manifest, find_report, find_training, read_scope_set
 from unlearnops.keyed_hash import request_tokens
 from unlearnops.types import EvalReport, ForgetRequest, RequestStatus, ScopeManifest, TrainingRecord
 
 from .updates import RunPlan, _actor, _ledger, _safe_segment
+
+D = TypeVar("D")
 
 
 @dataclass
@@ -34,10 +37,22 @@ class RunEvidence:
     forget: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _readable(read: Callable[[str], D | None], uri: str) -> D | None:
+    """A document through its reader; an unreadable one counts as absent (said on stdout), so the
+    exit path still disposes of the working data whatever a failed step left behind."""
+    try:
+        return read(uri)
+    except DocumentError as err:
+        print(f"evidence not used: {err}")
+        return None
+
+
 def read_evidence(plan: RunPlan) -> RunEvidence:
-    """The run folder's documents, each through its reader; what is absent (a failed run) stays empty."""
-    manifest = find_manifest(plan.scope_uri)
-    evidence = RunEvidence(manifest, find_training(plan.model_uri), find_report(plan.eval_uri))
+    """The run folder's documents, each through its reader; what is absent or unreadable (a failed
+    run) stays empty."""
+    manifest = _readable(find_manifest, plan.scope_uri)
+    evidence = RunEvidence(manifest, _readable(find_training, plan.model_uri),
+                           _readable(find_report, plan.eval_uri))
     if manifest and "forget" in manifest.sets and storage.exists(
             storage.join(plan.scope_uri, manifest.sets["forget"].file)):
         evidence.forget = read_scope_set(plan.scope_uri, "forget", manifest)
