@@ -28,8 +28,10 @@ from typing import Any
 import torch
 
 from unlearnops import modelio, storage
+from unlearnops.documents import BUILD_FILE
 from unlearnops.suppression import unsuppressed
 from unlearnops.textformat import collate, encode_record, prompt_and_target
+from unlearnops.types import BuildRecord
 
 TARGET_ACCURACY = 0.95
 SPECIALS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -250,12 +252,12 @@ def build_models(data_uri: str, out_uri: str, preset: str = "tiny", forget_share
                                                                  p.get("name")],
                               request_id=f"bench-forget-s{seed}", requester="unlearnops benchmark")
     storage.write_json(storage.join(out_uri, "forget-request.json"), request.model_dump(mode="json"))
-    build = {
+    build = BuildRecord.model_validate({  # read back by documents.find_build (the cost facet)
         "data_uri": data_uri, "preset": preset, "seed": seed, "forget_share": forget_share,
         "forget_subject_ids": sorted(forget_ids), "recipe": PRESETS[preset],
         "tokenizer_vocab": len(tokenizer),
         "base": base_info, "reference": ref_info, "seconds": round(time.perf_counter() - started, 2),
         "target_accuracy": TARGET_ACCURACY,
-    }
-    storage.write_json(storage.join(out_uri, "build.json"), build)
+    }).model_dump(mode="json")
+    storage.write_json(storage.join(out_uri, BUILD_FILE), build)
     return build
