@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     home = Path(args.home).absolute()
+    from unlearnops.dashboard.demo import offer_dashboard, stop_previous
+
+    stop_previous(home)  # an earlier demo's dashboard: its home is about to be removed
     use_home(home)
     from unlearnops.pipelines.cli import gate_table, steps_table
     from unlearnops.pipelines.local_runner import run_local
@@ -286,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     with Ledger() as ledger:
         status = ledger.get(REQUEST_ID).status.value
     *story, last = closing_lines(run.exit_code, status, v_before, scan, home)
+    story += offer_dashboard(home, model_name=MODEL_NAME, corpus=ctx["corpus"], reference=ctx["reference"],
+                             method=args.method, params=params)
     for line in story:
         console.print(line, highlight=False, markup=False)
     print(last, flush=True)  # the last line: the residue scan, worded for what happened

@@ -41,6 +41,16 @@ def test_demo_starts_the_dashboard_and_prints_a_viewer_token(unlearnops_home: Pa
     assert not pid_file(unlearnops_home).exists()
 
 
+def test_nested_method_params_become_param_items() -> None:
+    from unlearnops.cli.params import parse_assignments
+    from unlearnops.dashboard.demo import assignments
+
+    params = {"alpha": 100.0, "train": {"steps": 150, "lr": 3e-4}, "name": "x"}
+    items = assignments(params)
+    assert items == ["alpha=100.0", "train.steps=150", "train.lr=0.0003", "name=x"]
+    assert parse_assignments(items) == params
+
+
 def test_demo_without_a_dashboard_prints_the_command(unlearnops_home: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     unlearnops_home.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ next demo stops it first. ``UNLEARNOPS_DEMO_DASHBOARD=0`` only prints the comman
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -50,6 +51,17 @@ def _port(preferred: int = 8600) -> int:
         return int(sock.getsockname()[1])
 
 
+def assignments(params: dict[str, object], prefix: str = "") -> list[str]:
+    """``{"alpha": 1, "train": {"steps": 5}}`` → ``["alpha=1", "train.steps=5"]`` (``--param`` items)."""
+    out: list[str] = []
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out += assignments(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={json.dumps(value) if not isinstance(value, str) else value}")
+    return out
+
+
 def offer_dashboard(home: Path, *, model_name: str, corpus: str, reference: str, method: str,
                     params: dict[str, object]) -> list[str]:
     """Start the dashboard for the demo; the lines to print (URL, viewer token, how to stop it)."""
@@ -58,7 +70,7 @@ def offer_dashboard(home: Path, *, model_name: str, corpus: str, reference: str,
     with Ledger() as ledger:
         token = create_token(Store(ledger), "demo-viewer", Role.viewer, "demo")[0]
     argv = ["dashboard", "serve", "--model-name", model_name, "--corpus", corpus, "--reference", reference,
-            "--method", method, *[x for k, v in params.items() for x in ("--param", f"{k}={v}")]]
+            "--method", method, *[x for item in assignments(params) for x in ("--param", item)]]
     if os.environ.get("UNLEARNOPS_DEMO_DASHBOARD", "1") == "0":
         return [f"dashboard: start it with `UNLEARNOPS_HOME={home} unlearnops {' '.join(argv)}`; "
                 f"viewer token: {token}"]
