@@ -399,7 +399,7 @@ def demo_paths(root: Path = CACHE) -> dict[str, str]:
 
 
 def sweep_one(config: dict[str, Any], paths: dict[str, str], work: Path) -> dict[str, Any]:
-    """One sweep point: ``{"method", "params", "trainable"?, "calibrate"?}`` unlearned in-process on
+    """One sweep point: ``{"method", "params", "trainable"?, "calibrate"?, "seed"?}`` unlearned in-process on
     ``paths["scope"]`` and judged by the full evaluator under the default policy."""
     from unlearnops.components.unlearn.runner import run_unlearning
 
@@ -408,7 +408,7 @@ def sweep_one(config: dict[str, Any], paths: dict[str, str], work: Path) -> dict
 
     out = work / "model"
     started = time.perf_counter()
-    spec = UnlearnSpec(method=config["method"], params=config.get("params", {}), seed=0,
+    spec = UnlearnSpec(method=config["method"], params=config.get("params", {}), seed=config.get("seed", 0),
                        compute={"torch_threads": threads()}, trainable=config.get("trainable", []))
     run_unlearning(spec, paths["scope"], paths["base"], str(out), local=True,
                    calibrate=config.get("calibrate", True))
