@@ -211,6 +211,9 @@ def run() -> dict[str, Any]:
         methods[method] = {
             "ours": ours, "hf_trainer": hf,
             "speedup": ours["tokens_per_s"] / hf["tokens_per_s"],
+            # the issue-15 basis: the engine's one-off reference caching counted as its own time
+            "speedup_one_off_counted": (ours["tokens"] / (ours["seconds"] + ours.get("one_off_cache_s", 0.0)))
+            / hf["tokens_per_s"],
             "memory_ratio": ours["peak_memory_mb"] / hf["peak_memory_mb"],
             "achieved_flops": flops, "flops_share_of_matmul_peak": flops / peak,
         }
@@ -283,7 +286,9 @@ def summary_markdown(result: dict[str, Any]) -> str:
         "",
         *notes,
         f"Engine's one-off NPO reference caching (all forget examples, once per run): "
-        f"{m['npo']['ours'].get('one_off_cache_s', 0.0):.1f} s.",
+        f"{m['npo']['ours'].get('one_off_cache_s', 0.0):.1f} s; NPO speed-up with it counted: "
+        + (f"{m['npo']['speedup_one_off_counted']:.2f}x" if "speedup_one_off_counted" in m["npo"] else "—")
+        + " (the HF Trainer peer runs the reference forward every step: it is not given the cache).",
         f"Dense fp32 matmul rate measured in the same run: {result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s.",
         f"Targets: NPO speed-up >= 1.2x ({'met' if met['npo_speedup'] else 'NOT met'}), "
         f"memory ratio <= 1.0 ({'met' if met['npo_memory'] else 'NOT met'}).\n",
