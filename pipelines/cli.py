@@ -278,9 +278,17 @@ def submit_cmd(
 @app.command("schedule")
 def schedule_cmd(
     host: str = typer.Option(..., help="KFP API URL"),
-    cron: str = typer.Option("0 0 2 * * *", help="6-field cron (seconds first)"),
+    cron: str | None = typer.Option(None, help="6-field cron (seconds first); default nightly "
+                                               "'0 0 2 * * *', with --retrain monthly '0 0 3 1 * *'"),
     corpus: str = typer.Option(..., help="corpus URI the cluster can read"),
-    name: str = typer.Option("compliance-batch-nightly", help="recurring run name"),
+    name: str | None = typer.Option(None, help="recurring run name (default compliance-batch-nightly, "
+                                               "with --retrain compliance-retrain-monthly)"),
+    retrain: bool = typer.Option(False, "--retrain", help="schedule compliance_retrain: exact retraining "
+                                                          "from --foundation with --recipe (issue 16)"),
+    foundation: str = typer.Option("", help="with --retrain: the foundation checkpoint URI"),
+    recipe: Path | None = typer.Option(None, help="with --retrain: recipe file (YAML/JSON: objective, "
+                                                  "params, seed)"),
+    local_training: bool = typer.Option(False, help="with --retrain: train in the task, not on Ray"),
     model_name: str = typer.Option(DEFAULT_MODEL),
     method: str = typer.Option("npo"),
     param: list[str] | None = typer.Option(None, "--param", "-p"),
@@ -295,14 +303,31 @@ def schedule_cmd(
     options: Path | None = typer.Option(None, help="CompileOptions YAML"),
     image: str | None = typer.Option(None),
 ) -> None:
-    """Create a recurring run of compliance_batch (one at a time, no catch-up)."""
+    """Create a recurring run of compliance_batch, or with --retrain of compliance_retrain (one at a
+    time, no catch-up)."""
     from .remote import RemoteError, schedule
 
+    if bool(foundation or recipe) != retrain or (retrain and not (foundation and recipe)):
+        raise fail("--retrain needs --foundation and --recipe (and they go only with --retrain)")
     params = run_request(None, corpus, model_name, method, param, policy, workers, use_gpu, reference,
                          run_root, target).arguments(batch=True)
+    if retrain and recipe is not None:
+        from unlearnops.components.register.lineage import LineageError, read_recipe
+
+        try:
+            text = read_recipe(str(recipe.absolute())).model_dump_json()
+        except LineageError as err:
+            raise fail(str(err)) from err
+        params = {"model_name": params["model_name"], "corpus_uri": params["corpus_uri"],
+                  "foundation_uri": foundation, "recipe": text, "policy": params["policy"],
+                  "workers": params["workers"], "use_gpu": params["use_gpu"], "run_root": params["run_root"],
+                  "promote_target": params["promote_target"], "local_training": local_training}
+    cron = cron or ("0 0 3 1 * *" if retrain else "0 0 2 * * *")
+    name = name or ("compliance-retrain-monthly" if retrain else "compliance-batch-nightly")
     try:
         out = schedule(host, params, cron=cron, options=compile_options(options, image, None, None, None),
-                       experiment=experiment, name=name, token=token)
+                       experiment=experiment, name=name, token=token,
+                       pipeline="compliance_retrain" if retrain else "compliance_batch")
     except RemoteError as err:
         raise fail(str(err)) from err
     except Exception as err:  # noqa: BLE001

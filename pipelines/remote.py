@@ -137,8 +137,10 @@ def submit(host: str, params: dict[str, Any], *, pipeline: str = "unlearn_on_req
 def schedule(host: str, params: dict[str, Any], *, cron: str = "0 0 2 * * *",
              options: CompileOptions | None = None, experiment: str = DEFAULT_EXPERIMENT,
              name: str = "compliance-batch-nightly", token: str | None = None,
-             namespace: str | None = None, service_account: str | None = None) -> Submitted:
-    """A recurring run of ``compliance_batch`` (6-field cron, one at a time, no catch-up).
+             namespace: str | None = None, service_account: str | None = None,
+             pipeline: str = "compliance_batch") -> Submitted:
+    """A recurring run of ``pipeline`` — ``compliance_batch``, or ``compliance_retrain`` for the
+    periodic exact retraining (issue 16) — (6-field cron, one at a time, no catch-up).
 
     Create or update: a recurring run of the same ``name`` in the experiment is replaced (KFP has
     no update call), so re-running it (the chart's post-upgrade Job) never leaves two schedules.
@@ -146,11 +148,12 @@ def schedule(host: str, params: dict[str, Any], *, cron: str = "0 0 2 * * *",
     if len(cron.split()) != 6:
         raise RemoteError(f"cron {cron!r} must have 6 fields (seconds first), e.g. '0 0 2 * * *'")
     kfp_client = client(host, token, namespace)
-    up = upload(kfp_client, "compliance_batch", compile_text("compliance_batch", options))
+    up = upload(kfp_client, pipeline, compile_text(pipeline, options))
     exp = kfp_client.create_experiment(experiment, namespace=namespace)
     _delete_recurring_runs(kfp_client, exp.experiment_id, name, namespace)
     rec = kfp_client.create_recurring_run(
-        exp.experiment_id, name, description="unlearn pending forget requests (unlearnops)",
+        exp.experiment_id, name, description="retrain without the erased data (unlearnops)"
+        if pipeline == "compliance_retrain" else "unlearn pending forget requests (unlearnops)",
         cron_expression=cron, max_concurrency=1, no_catchup=True, params=params,
         pipeline_id=up.pipeline_id, version_id=up.version_id, enabled=True,
         service_account=service_account)

@@ -49,6 +49,41 @@ def test_golden_and_dag() -> None:
     assert "retrain-op" in deps["evaluate"] and "promote-op" in deps["certify-retrained"]
 
 
+def test_schedule_retrain_creates_a_recurring_compliance_retrain(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from tests.stubs.kfp_api import KfpApiStub
+    from unlearnops.cli import _load_plugins, app
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
+    _load_plugins()
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("objective: finetune\nparams: {train: {lr: 0.00001, epochs: 2}}\nseed: 3\n")
+    runner = CliRunner()
+    with KfpApiStub() as stub:
+        res = runner.invoke(app, ["schedule", "--host", stub.url, "--retrain", "--corpus", "s3://d/c",
+                                  "--foundation", "s3://m/foundation", "--recipe", str(recipe)])
+        assert res.exit_code == 0, res.output
+        body = stub.calls("POST", "/recurringruns")[0].body
+        assert body["trigger"] == {"cron_schedule": {"cron": "0 0 3 1 * *"}}  # monthly by default
+        assert body["display_name"] == "compliance-retrain-monthly" and int(body["max_concurrency"]) == 1
+        params = body["runtime_config"]["parameters"]
+        assert params["foundation_uri"] == "s3://m/foundation" and params["corpus_uri"] == "s3://d/c"
+        assert json.loads(params["recipe"]) == {"objective": "finetune", "seed": 3,
+                                                "params": {"train": {"lr": 1e-05, "epochs": 2}}}
+        version = stub.calls("POST", "/pipelines/upload_version")[0]
+        assert b"compliance-retrain" in version.body
+        for bad in (["--retrain"], ["--foundation", "s3://m/f"], ["--retrain", "--foundation", "s3://m/f"]):
+            refused = runner.invoke(app, ["schedule", "--host", stub.url, "--corpus", "s3://d/c", *bad])
+            assert refused.exit_code == 2 and "--foundation and --recipe" in refused.output
+        recipe.write_text("objective: finetune\nparams: {train: {epochz: 1}}\n")
+        refused = runner.invoke(app, ["schedule", "--host", stub.url, "--retrain", "--corpus", "s3://d/c",
+                                      "--foundation", "s3://m/f", "--recipe", str(recipe)])
+        assert refused.exit_code == 2 and "epochz" in refused.output
+        assert len(stub.calls("POST", "/recurringruns")) == 1  # nothing bad reached the cluster
+
+
 # ------------------------------------------------------------------ done when (slow, kfp.local)
 MODEL = "people-qa-retrain"
 LENIENT = yaml.safe_dump({"gates": [{"name": "forget-rouge", "metric": "forget.rouge_l", "max": 1.0}]})
