@@ -97,6 +97,7 @@ def compare(approximate_uri: str, exact_uri: str, scope_uri: str, out_uri: str,
     from unlearnops.components.evaluate.evaluate import evaluate_model
     from unlearnops.components.evaluate.metrics import EvalOptions
 
+    from unlearnops import modelio
     from unlearnops.documents import find_training, read_scope_sets
 
     with tempfile.TemporaryDirectory(prefix="unlearnops-compare-") as tmp:
@@ -105,7 +106,7 @@ def compare(approximate_uri: str, exact_uri: str, scope_uri: str, out_uri: str,
     approx = {k: report.candidate.get(k) for k in METRICS}
     exact = {k: (report.reference or {}).get(k) for k in METRICS}
     sets = read_scope_sets(scope_uri, ["forget", "retain_eval"])
-    approx_training = find_training(approximate_uri)
+    approx_training = find_training(modelio.resolve(approximate_uri).uri)  # models:/… → its stored copy
     doc = ApproxVsExact(
         approximate_uri=approximate_uri, exact_uri=exact_uri,
         approximate_method=approx_training.method if approx_training else "",
@@ -114,7 +115,7 @@ def compare(approximate_uri: str, exact_uri: str, scope_uri: str, out_uri: str,
                     for k in METRICS},
         agreement={name: agreement(approximate_uri, exact_uri, rows) for name, rows in sets.items()},
         answers_compared={name: sum(1 for r in rows if r.get("question")) for name, rows in sets.items()},
-        retrain_cost=run_cost(find_training(exact_uri)),
+        retrain_cost=run_cost(find_training(modelio.resolve(exact_uri).uri)),
         approximate_costs=[c for c in map(run_cost, approximate_trainings) if c is not None])
     storage.write_text(storage.join(out_uri, JSON_FILE), doc.model_dump_json(indent=2) + "\n")
     storage.write_text(storage.join(out_uri, MD_FILE), render(doc))
