@@ -170,3 +170,24 @@ def test_ray_retrain_survives_a_killed_worker_and_matches_the_local_run(
     assert a.keys() == b.keys()
     assert all((a[k] - b[k]).abs().max() < 1e-6 for k in a)  # resumed = uninterrupted
     assert not disposition.checkpoint_dirs(str(out))  # the run's checkpoints are deleted once stored
+
+
+def test_cost_and_report_section_of_approx_vs_exact() -> None:
+    from unlearnops.components.retrain.compare import ApproxVsExact, render, run_cost
+
+    from unlearnops.types import TrainingRecord
+
+    gpu = run_cost(TrainingRecord(method="finetune", tokens=4000, worker_seconds=7200, device="cuda:0"))
+    cpu = run_cost(TrainingRecord(method="npo", tokens=1000, worker_seconds=360, device="cpu"))
+    assert gpu is not None and gpu.gpu_hours == 2.0 and gpu.worker_hours == 2.0
+    assert cpu is not None and cpu.gpu_hours == 0.0 and cpu.worker_hours == 0.1
+    assert run_cost(None) is None
+    doc = ApproxVsExact(approximate_uri="models:/m/3", exact_uri="s3://b/m", approximate_method="npo",
+                        forget_quality=0.0015, approximate={"forget.prob": 0.5}, exact={"forget.prob": 0.06},
+                        difference={"forget.prob": 0.44}, agreement={"forget": 0.09},
+                        answers_compared={"forget": 32},
+                        retrain_cost=gpu, approximate_costs=[cpu, cpu])
+    text = render(doc)
+    assert "KS p-value): 0.0015" in text and "answer agreement on forget (32 answers): 0.09" in text
+    assert "| forget.prob | 0.5 | 0.06 | 0.44 |" in text
+    assert "2× the tokens of the 2 approximate run(s)" in text
