@@ -340,7 +340,7 @@ def test_ray_path_equals_in_process(bench_data: Path, tmp_path: Path) -> None:
 TEXT = '"abkKAB Pp0{}:,\\é'
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(lines=st.lists(st.text(alphabet=TEXT, max_size=40), min_size=1, max_size=8),
        exact=st.lists(st.text(alphabet='"abkKAB Pp0é', min_size=1, max_size=12), max_size=2),
        lower=st.lists(st.text(alphabet="abk p0", min_size=1, max_size=12), max_size=2))
