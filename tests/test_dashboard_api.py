@@ -387,6 +387,10 @@ def test_runs_are_refused_for_unapproved_requests_and_overlaps(dash: Dash) -> No
     assert again.status_code == 409 and "already covers" in again.json()["detail"]
     listed = dash.call("viewer", "GET", "/api/v1/runs").json()
     assert [r["id"] for r in listed] == [run.json()["id"]]
+    from unlearnops.dashboard.runs import list_runs
+
+    assert [r.id for r in list_runs(dash.store, request_id=rid)] == [run.json()["id"]]
+    assert list_runs(dash.store, request_id=rid[:-1]) == []  # matched exactly, not as a prefix
     assert dash.call("viewer", "GET", "/api/v1/runs/nope").status_code == 404
     bad = dash.call("olga", "POST", "/api/v1/runs", json={"request_ids": ["a b"]})
     assert bad.status_code == 422

@@ -84,7 +84,11 @@ def list_certificates(request_ids: set[str] | None = None) -> list[CertSummary]:
     ``REQUEST/superseded/ID/``), newest first; only those of ``request_ids`` when given."""
     root = certificates_root().rstrip("/")
     out = []
-    for info in storage.list_files(root, suffixes=("certificate.json",)):
+    found = ([f for rid in sorted(request_ids) if _REQUEST_ID.match(rid) and rid not in (".", "..")
+              for f in storage.list_files(storage.join(root, rid), suffixes=("certificate.json",))]
+             if request_ids is not None and len(request_ids) <= 50 else
+             storage.list_files(root, suffixes=("certificate.json",)))  # a few requests: their folders only
+    for info in found:
         parts = info.uri[len(root):].strip("/").split("/")
         current = len(parts) == 2 and parts[1] == "certificate.json"
         earlier = len(parts) == 4 and parts[1] == "superseded" and parts[3] == "certificate.json"

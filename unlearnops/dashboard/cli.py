@@ -116,8 +116,8 @@ def serve(
     except ValueError as err:
         raise fail(str(err)) from None
     params = dict(item.split("=", 1) for item in param or [])
-    if Path(policy).is_file():
-        policy = Path(policy).read_text(encoding="utf-8")
+    if Path(policy).is_file():  # `unlearnops run --policy FILE` reads it; a cluster run gets its text
+        policy = str(Path(policy).absolute())
     defaults = RunDefaults(
         model_name=model_name,
         corpus_uri=absolute_uri(corpus) if corpus else "",

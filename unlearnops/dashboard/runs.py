@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import String, cast, select, update
 
 from .. import storage
 from ..ledger import Ledger
@@ -60,6 +60,13 @@ class RunDefaults:
 
     def corpus(self) -> str:
         return self.corpus_uri or storage.join(get_settings().storage_root_uri, "corpus")
+
+
+def policy_value(policy: str) -> str:
+    """A policy for a cluster run: a local policy file becomes its YAML text (the cluster cannot read
+    this machine's files); a bundled name, URI or YAML text is passed on."""
+    path = Path(policy)
+    return path.read_text(encoding="utf-8") if "\n" not in policy and path.is_file() else policy
 
 
 @dataclass
@@ -110,10 +117,14 @@ def runs_folder() -> Path:
 
 # ---------------------------------------------------------------- reading and triggering
 def list_runs(store: Store, limit: int = 100, request_id: str = "") -> list[RunView]:
-    rows = store.rows(select(runs_table).order_by(runs_table.c.created_at.desc()).limit(
-        limit if not request_id else 10_000))
-    views = [_view(r) for r in rows]
-    return [v for v in views if request_id in v.request_ids][:limit] if request_id else views
+    """The newest runs (those covering ``request_id`` when given: matched in the database on the
+    JSON text, then checked exactly)."""
+    query = select(runs_table).order_by(runs_table.c.created_at.desc())
+    if request_id:
+        as_text = cast(runs_table.c.request_ids, String)
+        query = query.where(as_text.contains(json.dumps(request_id), autoescape=True))
+    views = [_view(r) for r in store.rows(query.limit(limit))]
+    return [v for v in views if request_id in v.request_ids] if request_id else views
 
 
 def get_run(store: Store, run_id: str) -> RunView | None:
@@ -170,7 +181,8 @@ def cluster_request(defaults: RunDefaults, request_ids: list[str], method: str, 
     return RunRequest(request_ids=request_ids, corpus_uri=defaults.corpus(), model_name=defaults.model_name,
                       method=method or defaults.method,
                       method_params=parse_assignments([f"{k}={v}" for k, v in params.items()]),
-                      policy=policy, reference_uri=defaults.reference_uri, promote_target="kserve")
+                      policy=policy_value(policy), reference_uri=defaults.reference_uri,
+                      promote_target="kserve")
 
 
 # ---------------------------------------------------------------- the worker
