@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -32,7 +31,7 @@ from sqlalchemy import delete, insert, select, update
 from ..masking import mask_secrets
 from ..settings import get_settings
 from ..types import StatusChange
-from .store import Store, callbacks_table, comments_table, deliveries_table, now_naive
+from .store import Background, Store, callbacks_table, comments_table, deliveries_table, now_naive
 
 CURSOR_KEY = "callbacks.cursor"
 PURGED_TEXT = "[removed when the request closed]"
@@ -87,25 +86,17 @@ def http_sender(url: str, body: bytes, headers: dict[str, str]) -> int:
         return client.post(url, content=body, headers=headers).status_code
 
 
-class Dispatcher:
+class Dispatcher(Background):
     """Turns new audit events into deliveries and sends the due ones (a daemon thread)."""
 
     def __init__(self, store: Store, sender: Sender = http_sender, poll_s: float = 1.0,
                  backoff_s: float = 1.0) -> None:
+        super().__init__()
         self.store, self.sender, self.poll_s, self.backoff_s = store, sender, poll_s, backoff_s
-        self.stop_event = threading.Event()
-        self.thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="unlearnops-callbacks", daemon=True)
-        self.thread.start()
+    name = "unlearnops-callbacks"
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        if self.thread:
-            self.thread.join(timeout=5)
-
-    def _loop(self) -> None:
+    def loop(self) -> None:
         while not self.stop_event.is_set():
             try:
                 self.step()

@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +32,7 @@ from ..ledger import Ledger
 from ..masking import mask_secrets
 from ..settings import get_settings
 from ..types import EvalReport, RequestStatus
-from .store import Store, now_naive, runs_table
+from .store import Background, Store, now_naive, runs_table
 
 RUNNABLE = (RequestStatus.approved, RequestStatus.scheduled, RequestStatus.failed)
 DONE = ("promoted", "already-unlearned", "gate-failed", "failed")
@@ -224,28 +223,23 @@ def steps_from(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(steps.values())
 
 
-class RunWorker:
+class RunWorker(Background):
     """Runs queued dashboard runs one at a time in a daemon thread."""
 
     def __init__(self, store: Store, defaults: RunDefaults, poll_s: float = 1.0) -> None:
+        super().__init__()
         self.store, self.defaults, self.poll_s = store, defaults, poll_s
-        self.stop_event = threading.Event()
-        self.thread: threading.Thread | None = None
         self.policy: dict[str, str] = {}
+
+    name = "unlearnops-run-worker"
 
     def start(self) -> None:
         self.store.execute(update(runs_table).where(runs_table.c.status.in_(("running",))).values(
             status="failed", message="the dashboard stopped while this run was running",
             finished_at=now_naive()))
-        self.thread = threading.Thread(target=self._loop, name="unlearnops-run-worker", daemon=True)
-        self.thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        if self.thread:
-            self.thread.join(timeout=5)
-
-    def _loop(self) -> None:
+    def loop(self) -> None:
         while not self.stop_event.is_set():
             row = self.store.one(select(runs_table).where(runs_table.c.status == "queued")
                                  .order_by(runs_table.c.created_at))

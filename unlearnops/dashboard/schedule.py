@@ -10,7 +10,6 @@ cluster (``UNLEARNOPS_KFP_HOST``) the schedule is KFP's recurring run (``unlearn
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,7 +17,7 @@ from .. import cron
 from ..settings import get_settings
 from ..types import utcnow
 from .runs import RunDefaults, RunRefused, cluster_request, runnable_ids, trigger
-from .store import Store
+from .store import Background, Store
 
 SCHEDULER_ACTOR = "schedule:compliance-batch"
 
@@ -57,25 +56,17 @@ def set_schedule(store: Store, expression: str, actor: str, defaults: RunDefault
     return view(store)
 
 
-class Scheduler:
+class Scheduler(Background):
     """Fires the compliance batch at each time of the ledger's cron (embedded stack only)."""
 
     def __init__(self, store: Store, defaults: RunDefaults, poll_s: float = 5.0) -> None:
+        super().__init__()
         self.store, self.defaults, self.poll_s = store, defaults, poll_s
-        self.stop_event = threading.Event()
-        self.thread: threading.Thread | None = None
         self.fired: list[str] = []  # run ids it started (for the page and tests)
 
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="unlearnops-scheduler", daemon=True)
-        self.thread.start()
+    name = "unlearnops-scheduler"
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        if self.thread:
-            self.thread.join(timeout=5)
-
-    def _loop(self) -> None:
+    def loop(self) -> None:
         due: datetime | None = None
         seen = ""
         while not self.stop_event.is_set():

@@ -11,6 +11,7 @@ Requests, their status and the audit trail stay in the ledger's tables (:mod:`un
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -174,3 +175,26 @@ class Store:
 def now_naive() -> Any:
     """UTC now without tzinfo, as the ledger stores times."""
     return utcnow().replace(tzinfo=None)
+
+
+class Background:
+    """A daemon thread running :meth:`loop` until :meth:`stop` (the run worker, the scheduler and
+    the callback dispatcher); ``loop`` waits on ``stop_event`` between rounds."""
+
+    name = "unlearnops-background"
+
+    def __init__(self) -> None:
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.loop, name=self.name, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread:
+            self.thread.join(timeout=5)
+
+    def loop(self) -> None:
+        raise NotImplementedError
