@@ -387,3 +387,29 @@ def test_lines_with_values_finds_the_lines_a_parse_finds() -> None:
     escaped = b'{"x": 1, "id": "p000001-\\"odd\\""}\n{"x": 2, "id": "p000002-\\"odd\\""}\n'
     assert lines_with_values(escaped, "id", {b'p000001-\\"odd\\"'}) == [(0, escaped.index(b"\n"))]
     assert lines_with_values(escaped, "id", {b'odd\\"-suffix'}) == []
+
+
+def test_every_shared_attribute_gets_a_hard_negative(bench_data: Path, tmp_path: Path) -> None:
+    """Candidates alternate within each reason, so a shared birth year / hobby / employer with two
+    out-of-scope records is both measured (neighbor) and trained on (retain-train hard negative) —
+    issue 10: neighbors sharing a forgotten birth year or hobby were never hard negatives."""
+    from collections import Counter
+
+    from unlearnops.components.scope.resolve import split_candidates
+
+    cand = [(-1, 0.1 * i, 0, i, {"id": f"r{i}", "answer": "x"}, [why])
+            for i, why in enumerate(["shared_surname", "shared_surname", "shared_birth_year",
+                                     "shared_surname", "shared_birth_year", "shared_hobby"])]
+    measured, hard = split_candidates(cand)
+    assert [c[4]["id"] for c in measured] == ["r0", "r2", "r3", "r5"]
+    assert [c[4]["id"] for c in hard] == ["r1", "r4"]
+    scope = str(tmp_path / "s")
+    resolve_scope([subject_request(["p0003", "p0017"], request_id="r1")], str(bench_data), scope)
+    sets = {name: read_set(scope, name) for name in ("neighbor", "retain")}
+    measured_reasons = Counter(r["neighbor_reason"] for r in sets["neighbor"]
+                               if r["neighbor_reason"] != "lexical_tfidf")
+    hard_reasons = Counter(r["retain_reason"].removeprefix("hard_negative_") for r in sets["retain"]
+                           if r.get("retain_reason", "").startswith("hard_negative_"))
+    assert hard_reasons and set(hard_reasons) <= set(measured_reasons)
+    for reason, n in measured_reasons.items():  # a reason seen twice or more has a hard negative
+        assert n - hard_reasons.get(reason, 0) <= 1, (reason, n, hard_reasons)

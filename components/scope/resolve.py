@@ -459,7 +459,7 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
         results = runner.map(collect_shard, calls)
         for index, got in enumerate(_progress(results, len(shards), "scope: sampling", progress)):
             pools.add(index, got)
-    shared_train, pools.neighbors = pools.neighbors[1::2], pools.neighbors[0::2]
+    pools.neighbors, shared_train = split_candidates(pools.neighbors)
     reserved = {rec["id"] for _, _, _, _, rec, _ in shared_train}  # the hard negatives, kept for training
     neighbors, chosen = _pick_neighbors(forget, forget_ids | reserved, pools, k)
     # general facts alternate between the two samples, so both hold some even when they are few
@@ -520,6 +520,25 @@ def _unsuppressed(*sets: list[dict[str, Any]]) -> tuple[Any, ...]:
     listed = SuppressionList.load()
     filtered = [unsuppressed(rows, listed) for rows in sets]
     return (*(kept for kept, _ in filtered), sum(n for _, n in filtered))
+
+
+Candidate = tuple[int, float, int, int, dict[str, Any], list[str]]  # -score, key, shard, line, record, why
+
+
+def split_candidates(candidates: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
+    """Neighbor candidates (in score order) alternated between the neighbor set (measured) and the
+    retain-train hard negatives *within each reason* (shared surname, employer, birth year, hobby,
+    ...): the first candidate of a reason is measured, the second trains, and so on, so every shared
+    attribute with two or more out-of-scope candidates has a hard negative — not only the reasons
+    that happen to sit at odd places of the overall ranking."""
+    seen: dict[tuple[str, ...], int] = {}
+    measured: list[Candidate] = []
+    hard: list[Candidate] = []
+    for cand in candidates:
+        key = tuple(cand[5])
+        (measured if seen.get(key, 0) % 2 == 0 else hard).append(cand)
+        seen[key] = seen.get(key, 0) + 1
+    return measured, hard
 
 
 def _pick_neighbors(forget: list[dict[str, Any]], forget_ids: set[str], pools: _Pools,
