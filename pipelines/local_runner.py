@@ -1,6 +1,8 @@
 """Run a pipeline on this machine with ``kfp.local`` (``SubprocessRunner(use_venv=False)``).
 
-The real pipeline runs: each task is a subprocess of the installed package. Roots stay inside
+The real pipeline runs: each task is a process of the installed package — forked from a warm
+server that imported kfp, torch, transformers and mlflow once (:mod:`.warm_runner`;
+``UNLEARNOPS_WARM_RUNNER=0``: a fresh subprocess per task, as kfp.local does). Roots stay inside
 unlearnops' home: pipeline and workspace roots under the storage root (under HOME/kfp when the
 storage root is S3), TMPDIR pointed at a per-run folder that is removed afterwards. kfp.local's
 verbose logs go to ``<kfp root>/logs/<run>.log``; the console shows one line per step and the
@@ -32,6 +34,7 @@ from unlearnops.masking import mask_secrets
 from unlearnops.settings import get_settings
 from unlearnops.types import EvalReport, RequestStatus
 
+from . import warm_runner
 from .run_request import RunRequest
 
 EXIT_OK, EXIT_ERROR, EXIT_GATE_FAILED = 0, 1, 3
@@ -269,7 +272,7 @@ def run_pipeline(pipeline: Any, arguments: dict[str, Any], *, console: TextIO | 
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "outputs"),
                    workspace_root=str(root / "workspace"), raise_on_error=False)
         progress = _ProgressStream(log, console, verbose, events)
-        with contextlib.redirect_stdout(progress):
+        with warm_runner.patched(pipeline, root / "logs"), contextlib.redirect_stdout(progress):
             pipeline(**arguments)
         progress.flush()
     return progress, log_file, time.monotonic() - start

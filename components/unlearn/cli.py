@@ -47,7 +47,10 @@ def unlearn_cmd(
     calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
                                    help="stop at the holdout level (default) or run the configured steps"),
     seed: int = typer.Option(0, "--seed"),
-    local: bool = typer.Option(False, "--local", help="run in this process (world size 1, no Ray)"),
+    local: bool | None = typer.Option(None, "--local/--ray",
+                                      help="train in this process (world size 1) or on Ray Train; "
+                                           "default: in process for one worker unless a Ray address "
+                                           "is set"),
     verbose: bool = typer.Option(False, "--verbose", help="show Ray's own logs and worker output "
                                                           "(default: kept in Ray's log files)"),
 ) -> None:

@@ -4,7 +4,8 @@ Runs the loop of :mod:`.loop` in a Ray Train V2 ``TorchTrainer`` (``ScalingConfi
 use_gpu)``; gloo on CPU, NCCL on GPU; ``compute.strategy="fsdp"`` shards with FSDP2), checkpointing
 every ``train.checkpoint_every`` steps under ``<storage root>/ray/<run name>`` and surviving
 ``train.max_failures`` worker deaths by resuming from the last checkpoint. ``local=True`` runs the
-same loop in this process (world size 1, no Ray).
+same loop in this process (world size 1, no Ray) — the default for one worker when there is no Ray
+to attach to (:func:`in_process`).
 
 Ray: attaches to ``settings.ray_address`` / ``RAY_ADDRESS`` or an already initialised Ray;
 otherwise starts a local one (dashboard on 127.0.0.1, temp dir under /tmp — Ray's socket paths
@@ -18,6 +19,7 @@ import importlib
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -246,8 +248,21 @@ def kept_why(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {"kept_step": kept, "last_step": last, "kept_why": why}
 
 
+def in_process(spec: UnlearnSpec) -> bool:
+    """Whether a run with no explicit backend trains in this process rather than on Ray Train.
+
+    One worker with no Ray to attach to (``settings.ray_address`` / ``RAY_ADDRESS``, or an
+    initialised Ray) trains here: the same loop at world size 1, without a Ray start (~20 s of
+    actors for one worker, issue 15). Several workers, or a Ray to attach to, use Ray Train.
+    """
+    if spec.compute.workers > 1 or get_settings().ray_address or os.environ.get("RAY_ADDRESS"):
+        return False
+    ray = sys.modules.get("ray")  # an initialised Ray was imported first
+    return not (ray is not None and ray.is_initialized())
+
+
 def run_unlearning(spec: UnlearnSpec, scope_uri: str, base_model_uri: str, out_uri: str, *,
-                   stop_when: Mapping[str, Any] | None = None, local: bool = False,
+                   stop_when: Mapping[str, Any] | None = None, local: bool | None = None,
                    run_name: str | None = None, step_hooks: list[StepHook] | None = None,
                    calibrate: bool = True) -> UnlearnResult:
     """Unlearn the scope's forget set from the base model; write model + training.json to ``out_uri``.
@@ -259,8 +274,11 @@ def run_unlearning(spec: UnlearnSpec, scope_uri: str, base_model_uri: str, out_u
     replaces it; either stops at the first probe meeting it, otherwise the best probe point meeting
     its retain side is kept. training.json's ``stopping`` says which step was kept and why.
     ``step_hooks`` run on every worker before each step (e.g. the resilience drills of :mod:`.drills`).
+    ``local``: True trains in this process, False on Ray Train, None decides by :func:`in_process`.
     """
     started = time.perf_counter()
+    if local is None:
+        local = in_process(spec)
     _, cfg, manifest = check_inputs(spec, scope_uri, stop_when)
     resolved = modelio.resolve(base_model_uri)
     if not storage.is_s3(resolved.uri):
