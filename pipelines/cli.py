@@ -19,7 +19,7 @@ from rich.table import Table
 from unlearnops.cli import EXIT_ERROR, app, fail
 from unlearnops.cli.params import absolute_uri, parse_assignments
 
-from .run_request import RunRequest
+from .run_request import DEFAULT_METHOD, RunRequest
 
 if TYPE_CHECKING:
     from unlearnops.types import EvalReport
@@ -143,7 +143,8 @@ def run_cmd(
     request: list[str] = typer.Option(..., "--request", "-r", help="request id(s), repeat or a,b"),
     corpus: str | None = typer.Option(None, help="corpus URI (default: STORAGE_ROOT/corpus)"),
     model_name: str = typer.Option(DEFAULT_MODEL, help="registered model whose champion is unlearned"),
-    method: str = typer.Option("npo", help="unlearning method"),
+    method: str = typer.Option(DEFAULT_METHOD, help="unlearning method (default: AltPO with its calibrated "
+                               "recipe, pipelines/run_request.py; -p overrides single values)"),
     param: list[str] | None = typer.Option(None, "--param", "-p", help="method parameter KEY=VALUE; "
                                            "train.* for the optimiser (e.g. -p train.steps=50)"),
     policy: str | None = typer.Option(None, help=POLICY_HELP),
@@ -249,7 +250,7 @@ def submit_cmd(
     request: list[str] = typer.Option(..., "--request", "-r", help="forget request id (repeat)"),
     corpus: str = typer.Option(..., help="corpus URI the cluster can read (s3://…)"),
     model_name: str = typer.Option(DEFAULT_MODEL),
-    method: str = typer.Option("npo"),
+    method: str = typer.Option(DEFAULT_METHOD),
     param: list[str] | None = typer.Option(None, "--param", "-p", help="method parameter KEY=VALUE"),
     policy: str | None = typer.Option(None, help=POLICY_HELP),
     workers: int = typer.Option(1, min=1),
@@ -290,7 +291,7 @@ def schedule_cmd(
                                                   "params, seed)"),
     local_training: bool = typer.Option(False, help="with --retrain: train in the task, not on Ray"),
     model_name: str = typer.Option(DEFAULT_MODEL),
-    method: str = typer.Option("npo"),
+    method: str = typer.Option(DEFAULT_METHOD),
     param: list[str] | None = typer.Option(None, "--param", "-p"),
     policy: str | None = typer.Option(None, help=POLICY_HELP),
     workers: int = typer.Option(1, min=1),

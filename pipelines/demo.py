@@ -34,18 +34,16 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
+from unlearnops.pipelines.run_request import DEFAULT_METHOD, DEFAULT_METHOD_PARAMS
 
 from unlearnops import residue
 
 MODEL_NAME = "people-qa"
-#: The demo's method: AltPO (DPO toward alternate answers the base model samples itself), with a
-#: strong retain term (alpha 100) at lr 3e-4, probed every 2 steps so that the pipeline's calibrated
-#: stopping (the default) stops it at the holdout level. On the tiny model it is the setting of the
-#: issue-10 sweep (benchmarks/results/methods_sweep.json) that passes the default policy: NPO at the
-#: holdout level keeps kept people but loses the neighbors that share the forgotten answers
-#: (neighbor answers 0.44-0.53 x base); AltPO keeps them (1.0) — tests/test_demo_config.py.
-DEMO_METHOD = "altpo"
-DEMO_PARAMS: dict[str, Any] = {"alpha": 100.0, "train": {"steps": 150, "lr": 3e-4, "probe_every": 2}}
+#: The demo's method: the pipeline's default (pipelines/run_request.py: AltPO with its calibrated
+#: recipe — the issue-10 sweep setting that passes the default policy on the tiny model,
+#: tests/test_demo_config.py).
+DEMO_METHOD = DEFAULT_METHOD
+DEMO_PARAMS: dict[str, Any] = DEFAULT_METHOD_PARAMS
 REQUEST_ID = "demo-erasure-1"
 console = Console(stderr=True)
 
@@ -267,9 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         v_before, before = ask(url, qas)
         console.print(f"server {url} answers with version {v_before}")
         _step("5/6 run the unlearning pipeline locally (kfp.local)")
-        params = DEMO_PARAMS if args.method == DEMO_METHOD else {}
         run = run_local(RunRequest(request_ids=[REQUEST_ID], corpus_uri=ctx["corpus"], model_name=MODEL_NAME,
-                                   method=args.method, method_params=params, workers=args.workers,
+                                   method=args.method, workers=args.workers,
                                    reference_uri=ctx["reference"], promote_target="local"),
                         console=sys.stderr)
         if run.report is not None:
@@ -290,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         status = ledger.get(REQUEST_ID).status.value
     *story, last = closing_lines(run.exit_code, status, v_before, scan, home)
     story += offer_dashboard(home, model_name=MODEL_NAME, corpus=ctx["corpus"], reference=ctx["reference"],
-                             method=args.method, params=params)
+                             method=args.method, params={})  # the default recipe fills them
     for line in story:
         console.print(line, highlight=False, markup=False)
     print(last, flush=True)  # the last line: the residue scan, worded for what happened

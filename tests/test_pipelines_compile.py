@@ -139,11 +139,16 @@ def test_pipeline_parameters_are_the_run_request(compiled: dict[str, str], name:
 
 def test_run_request_refuses_bad_runs_before_launch() -> None:
     from pydantic import ValidationError
-    from unlearnops.pipelines.run_request import RunRequest
+    from unlearnops.pipelines.run_request import DEFAULT_METHOD, DEFAULT_METHOD_PARAMS, RunRequest
 
     ok = RunRequest(request_ids="r1, r2", corpus_uri="s3://b/c", model_name="m",
                     method_params='{"beta": 0.1, "train": {"steps": 3}}', policy="strict")
-    assert ok.request_ids == ["r1", "r2"] and ok.method_params == {"beta": 0.1, "train": {"steps": 3}}
+    # the default method (AltPO): its calibrated recipe fills what the request does not set
+    assert ok.method == DEFAULT_METHOD and ok.request_ids == ["r1", "r2"]
+    assert ok.method_params == {**DEFAULT_METHOD_PARAMS, "beta": 0.1,
+                                "train": {**DEFAULT_METHOD_PARAMS["train"], "steps": 3}}
+    npo = RunRequest(corpus_uri="c", model_name="m", method="npo", method_params={"beta": 0.2})
+    assert npo.method_params == {"beta": 0.2}  # another method keeps its own defaults
     args = ok.arguments()  # what the KFP UI shows: typed text, not a LIST or a STRUCT
     assert args["request_ids"] == "r1,r2" and json.loads(args["method_params"]) == ok.method_params
     assert args["policy"] == "strict" and args["promote_target"] == "kserve"

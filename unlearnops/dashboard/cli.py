@@ -13,6 +13,7 @@ from rich.text import Text
 from ..cli import EXIT_BAD_INPUT, EXIT_ERROR, app, fail
 from ..cli.params import absolute_uri, parse_assignments
 from ..keyed_hash import current_actor
+from ..pipelines.run_request import DEFAULT_METHOD
 
 dashboard_app = typer.Typer(no_args_is_help=True, help="The web dashboard and REST API.")
 token_app = typer.Typer(
@@ -99,7 +100,7 @@ def serve(
     model_name: Annotated[str, typer.Option(help="registered model the runs unlearn")] = "unlearnops-model",
     corpus: Annotated[str | None, typer.Option(help="corpus URI (default STORAGE_ROOT/corpus)")] = None,
     reference: Annotated[str, typer.Option(help="retain-only reference model URI")] = "",
-    method: Annotated[str, typer.Option(help="default unlearning method of a run")] = "npo",
+    method: Annotated[str, typer.Option(help="default unlearning method of a run")] = DEFAULT_METHOD,
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="method parameter KEY=VALUE")
     ] = None,

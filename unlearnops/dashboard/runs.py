@@ -30,6 +30,7 @@ from sqlalchemy import String, cast, select, update
 from .. import storage
 from ..ledger import Ledger
 from ..masking import mask_secrets
+from ..pipelines.run_request import DEFAULT_METHOD
 from ..settings import get_settings
 from ..types import EvalReport, RequestStatus
 from .store import Background, Store, now_naive, runs_table
@@ -52,7 +53,7 @@ class RunDefaults:
     model_name: str = "unlearnops-model"
     corpus_uri: str = ""  # default: STORAGE_ROOT/corpus
     reference_uri: str = ""
-    method: str = "npo"
+    method: str = DEFAULT_METHOD  # its calibrated recipe fills the params not given (RunRequest)
     params: dict[str, str] = field(default_factory=dict)
     policy: str = "default"
     target: str = "local"
