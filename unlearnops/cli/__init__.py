@@ -41,7 +41,14 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     return typer.Exit(code)
 
 
+CORE_COMMANDS = ("local_ray",)  # core sub-apps registered here; steps come by entry point
+
+
 def _load_plugins() -> None:
+    from importlib import import_module
+
+    for name in CORE_COMMANDS:
+        import_module(f"{__name__}.{name}")
     for ep in sorted(entry_points(group="unlearnops.cli"), key=lambda e: e.name):
         ep.load()
 
