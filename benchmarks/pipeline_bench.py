@@ -1,10 +1,13 @@
 """Pipeline overhead: wall time of ``unlearnops run`` minus the time inside the steps' own work.
 
-Workload: the demo's (tiny benchmark model, an erasure request for two people, NPO 40 steps,
-the demo gate policy, one worker). Measured in the same run on the same machine:
+Workload: the demo's (tiny benchmark model, an erasure request for two people, the demo's method
+and parameters with calibrated stopping, the default gate policy, one worker). Measured in the same
+run on the same machine:
 
 - ``pipeline``: wall time of the ``unlearnops run`` command (a fresh process: CLI start, kfp.local
-  orchestration, one subprocess per task, ledger updates, the steps themselves);
+  orchestration, one forked process per task from the warm runner, ledger updates, the steps);
+- ``pipeline_cold``: the same command with ``UNLEARNOPS_WARM_RUNNER=0`` (a fresh interpreter per
+  task, as kfp.local runs them), for the warm runner's share of the gain;
 - ``steps``: the same five steps called directly in one process, each timed (resolve_scope,
   run_unlearning, evaluate_model, register_model, promote) — the steps' own work.
 
@@ -26,7 +29,6 @@ from typing import Any
 from benchmarks import harness
 
 TARGET_SHARE = 0.20
-METHOD = "npo"
 
 
 def _setup(home: Path) -> dict[str, Any]:
@@ -47,19 +49,19 @@ def _file(request_id: str, ids: list[str]) -> None:
         ledger.set_status(request_id, "approved", "benchmark", actor="bench-dpo")
 
 
-def run_pipeline_cli(request_id: str, corpus: str, reference: str) -> tuple[float, int]:
+def run_pipeline_cli(request_id: str, corpus: str, reference: str, warm: bool = True) -> tuple[float, int]:
     """Wall seconds and exit code of ``unlearnops run`` (a fresh process, as a user runs it)."""
     import json
 
-    from unlearnops.pipelines.demo import DEMO_PARAMS, MODEL_NAME, POLICY_FILE
+    from unlearnops.pipelines.demo import DEMO_METHOD, DEMO_PARAMS, MODEL_NAME
 
     cmd = [sys.executable, "-c", "from unlearnops.cli import main; main()", "run", "--request", request_id,
-           "--corpus", corpus, "--model-name", MODEL_NAME, "--method", METHOD, "--reference", reference,
-           "--policy", str(POLICY_FILE)]
+           "--corpus", corpus, "--model-name", MODEL_NAME, "--method", DEMO_METHOD, "--reference", reference]
     for key, value in DEMO_PARAMS.items():
         cmd += ["--param", f"{key}={json.dumps(value)}"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    env = {**os.environ, "UNLEARNOPS_WARM_RUNNER": "1" if warm else "0"}
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, check=False)
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 3):
@@ -77,7 +79,7 @@ def run_steps_direct(request_id: str, corpus: str, reference: str, base_version:
     from unlearnops.components.register.register import register_model
     from unlearnops.components.scope.resolve import resolve_scope
     from unlearnops.components.unlearn.runner import run_unlearning
-    from unlearnops.pipelines.demo import DEMO_PARAMS, MODEL_NAME, POLICY_FILE
+    from unlearnops.pipelines.demo import DEMO_METHOD, DEMO_PARAMS, MODEL_NAME
 
     from unlearnops import storage
     from unlearnops.ledger import Ledger
@@ -92,11 +94,11 @@ def run_steps_direct(request_id: str, corpus: str, reference: str, base_version:
     resolve_scope(reqs, corpus, scope)
     times["resolve_scope"] = time.perf_counter() - t
     t = time.perf_counter()
-    spec = UnlearnSpec(method=METHOD, params=DEMO_PARAMS, compute=ComputeSpec(workers=1))
+    spec = UnlearnSpec(method=DEMO_METHOD, params=DEMO_PARAMS, compute=ComputeSpec(workers=1))
     run_unlearning(spec, scope, base, model)
     times["unlearn"] = time.perf_counter() - t
     t = time.perf_counter()
-    policy = GatePolicy.from_yaml(POLICY_FILE.read_text(), str(POLICY_FILE))
+    policy = GatePolicy.default()
     rep = evaluate_model(model, base, scope, report, reference_uri=reference, policy=policy,
                          options=EvalOptions(robustness=True), show_progress=False)
     times["evaluate"] = time.perf_counter() - t
@@ -131,12 +133,12 @@ def run() -> dict[str, Any]:
         subjects = _subjects(REQUEST_ID)
         counter = {"pipeline": 0, "direct": 0}
 
-        def pipeline() -> dict[str, Any]:
+        def pipeline(warm: bool = True) -> dict[str, Any]:
             rid = f"bench-pipeline-{counter['pipeline']}"
             counter["pipeline"] += 1
             _file(rid, subjects)
             _reset_champion(MODEL_NAME, base_version)
-            wall, code = run_pipeline_cli(rid, ctx["corpus"], ctx["reference"])
+            wall, code = run_pipeline_cli(rid, ctx["corpus"], ctx["reference"], warm)
             return {"seconds": wall, "exit_code": code}
 
         def direct() -> dict[str, Any]:
@@ -148,18 +150,23 @@ def run() -> dict[str, Any]:
                                      str(home / "bench-direct" / str(i)))
             return {"seconds": sum(times.values()), **{f"step_{k}": v for k, v in times.items()}}
 
-        measured = harness.run_rounds({"pipeline": pipeline, "direct": direct}, repeats, label="pipeline")
+        measured = harness.run_rounds({"pipeline": pipeline, "pipeline_cold": lambda: pipeline(False),
+                                       "direct": direct}, repeats, label="pipeline")
     wall = harness.median(measured, "pipeline", "seconds")
     steps = harness.median(measured, "direct", "seconds")
+    cold = harness.median(measured, "pipeline_cold", "seconds")
     overhead = wall - steps
     share = overhead / wall if wall else 0.0
     codes = [r["exit_code"] for r in measured["contenders"]["pipeline"]["runs"]]
     step_stats = measured["contenders"]["direct"]["stats"]
     return {
         "name": "pipeline",
-        "workload": "demo: tiny model, 2-person erasure request, npo 40 steps, demo policy, 1 worker",
+        "workload": ("demo: tiny model, 2-person erasure request, the demo's method (calibrated "
+                     "stopping), default policy, 1 worker"),
         "repeats": measured["repeats"],
         "pipeline_wall_s": round(wall, 2),
+        "pipeline_cold_wall_s": round(cold, 2),
+        "cold_overhead_share": round((cold - steps) / cold, 4) if cold else None,
         "steps_work_s": round(steps, 2),
         "overhead_s": round(overhead, 2),
         "overhead_share": round(share, 4),
@@ -193,10 +200,19 @@ def _spread_line(result: dict[str, Any]) -> str:
     m = result.get("measured")
     if not m:
         return ""
-    return (f"Wall s pipeline {harness.spread(m, 'pipeline', 'seconds')}, direct "
+    cold = (f", warm runner off {harness.spread(m, 'pipeline_cold', 'seconds')}"
+            if "pipeline_cold" in m["contenders"] else "")
+    return (f"Wall s pipeline {harness.spread(m, 'pipeline', 'seconds')}{cold}, direct "
             f"{harness.spread(m, 'direct', 'seconds')}; "
             f"CPU s pipeline {harness.spread(m, 'pipeline', 'cpu_s', '.1f')}, "
             f"direct {harness.spread(m, 'direct', 'cpu_s', '.1f')}. {harness.load_note(m)}\n\n")
+
+
+def _cold_row(result: dict[str, Any]) -> str:
+    if not result.get("pipeline_cold_wall_s"):
+        return ""
+    return (f"| the same, warm runner off (fresh interpreter per task) | {result['pipeline_cold_wall_s']:.2f}"
+            f" ({result['cold_overhead_share']:.1%} overhead) |\n")
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
@@ -207,6 +223,7 @@ def summary_markdown(result: dict[str, Any]) -> str:
         f"Workload: {result['workload']}; median of {result['repeats']} run(s).\n\n"
         "| measure | seconds |\n|---|---|\n"
         f"| `unlearnops run` wall time | {result['pipeline_wall_s']:.2f} |\n"
+        + _cold_row(result) +
         f"| steps' own work (direct calls) | {result['steps_work_s']:.2f} |\n"
         f"| pipeline overhead | {result['overhead_s']:.2f} ({result['overhead_share']:.1%} of wall) |\n\n"
         + _spread_line(result)

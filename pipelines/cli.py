@@ -159,14 +159,15 @@ def run_cmd(
                                        "lines (run-started, step-started, step-finished, run-finished)"),
 ) -> None:
     """Run the unlearning pipeline locally for REQUEST(s): scope, unlearn, evaluate, gate, promote."""
+    from .local_runner import EventSink, prestart_warm_runner, run_local
+
+    prestart_warm_runner()  # its imports overlap the checks below
     from unlearnops.components.ledger.updates import RUNNABLE
 
     from unlearnops import storage
     from unlearnops.ledger import Ledger, RequestNotFound
     from unlearnops.settings import get_settings
     from unlearnops.types import RequestStatus
-
-    from .local_runner import EventSink, run_local
 
     corpus_uri = corpus or storage.join(get_settings().storage_root_uri, "corpus")
     run = run_request(request, corpus_uri, model_name, method, param, policy, workers, use_gpu, reference,

@@ -205,6 +205,16 @@ def kfp_root() -> Path:
     return base / "kfp"
 
 
+def warm_profile() -> Path:
+    """What earlier local runs' tasks imported (:mod:`.warm_runner` preloads it): under the kfp root."""
+    return kfp_root() / "warm-modules.txt"
+
+
+def prestart_warm_runner() -> None:
+    """Start the warm runner now (its imports overlap the caller's checks); the next run uses it."""
+    warm_runner.prestart(kfp_root() / "logs", warm_profile())
+
+
 def new_run_root() -> str:
     """A fresh ``STORAGE/runs/<time>-<id>`` under which this run's outputs land."""
     tag = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -272,7 +282,8 @@ def run_pipeline(pipeline: Any, arguments: dict[str, Any], *, console: TextIO | 
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "outputs"),
                    workspace_root=str(root / "workspace"), raise_on_error=False)
         progress = _ProgressStream(log, console, verbose, events)
-        with warm_runner.patched(pipeline, root / "logs"), contextlib.redirect_stdout(progress):
+        with warm_runner.patched(pipeline, root / "logs", warm_profile()), \
+                contextlib.redirect_stdout(progress):
             pipeline(**arguments)
         progress.flush()
     return progress, log_file, time.monotonic() - start

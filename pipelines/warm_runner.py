@@ -130,6 +130,7 @@ def _run_task(request: dict[str, Any]) -> int:
     import runpy
     import traceback
 
+    warm = set(sys.modules)
     os.environ.clear()
     os.environ.update(request["env"])
     os.environ["_KFP_RUNTIME"] = "true"
@@ -154,7 +155,19 @@ def _run_task(request: dict[str, Any]) -> int:
         code = 1
     with contextlib.suppress(Exception):
         atexit._run_exitfuncs()
+    with contextlib.suppress(OSError):  # what this task still had to import: the next run preloads it
+        Path(request["modules_out"]).write_text("\n".join(sorted(learnable(set(sys.modules) - warm))))
     return code
+
+
+#: never preloaded from what tasks imported: modules whose import may start threads or connect
+_NOT_LEARNED = ("ray", "grpc", "ephemeral_component", "__main__", "__mp_main__", "kfp.dsl.executor_main")
+
+
+def learnable(names: Iterable[str]) -> list[str]:
+    """The imported module names worth preloading next time (public, not :data:`_NOT_LEARNED`)."""
+    return [n for n in names if not n.startswith("_") and "._" not in n
+            and not any(n == p or n.startswith(p + ".") for p in _NOT_LEARNED)]
 
 
 def _child(conn: socket.socket, request: dict[str, Any]) -> None:
@@ -190,8 +203,9 @@ def _read_request(conn: socket.socket) -> dict[str, Any]:
     return request
 
 
-def serve(socket_path: str, ready_fd: int) -> None:
-    """Fork a child per task until SIGTERM (the children are terminated too)."""
+def serve(socket_path: str, ready_fd: int, lifeline_fd: int) -> None:
+    """Fork a child per task until SIGTERM or the client's end of ``lifeline_fd`` closes (the client
+    exited): the children are terminated too."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(socket_path)
     server.listen(16)
@@ -207,15 +221,22 @@ def serve(socket_path: str, ready_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the children; the client stops us
     selector = selectors.DefaultSelector()
     selector.register(server, selectors.EVENT_READ, "accept")
+    selector.register(lifeline_fd, selectors.EVENT_READ, "lifeline")
     _write_all(ready_fd, READY)
     os.close(ready_fd)
     while True:
         for key, _ in selector.select():
+            if key.data == "lifeline":
+                stop()
             if key.data == "accept":
                 conn, _addr = server.accept()
                 try:
                     request = _read_request(conn)
                 except (ConnectionError, ValueError):
+                    conn.close()
+                    continue
+                if "preload" in request:  # more modules to have warm (the pipeline's, once known)
+                    preload(request["preload"])
                     conn.close()
                     continue
                 pid = os.fork()
@@ -245,17 +266,28 @@ def trailer(nonce: str) -> str:
 
 # ---------------------------------------------------------------- the client (the run's process)
 class WarmPool:
-    """The server process for one local run; :meth:`run` sends it a task, :meth:`close` stops it."""
+    """The server process for one local run; :meth:`run` sends it a task, :meth:`close` stops it.
 
-    def __init__(self, modules: Iterable[str], folder: Path):
+    ``profile``: a file of module names that earlier runs' tasks imported beyond the server's; they
+    are preloaded too, and what this run's tasks import is added to it on :meth:`close`.
+    """
+
+    def __init__(self, modules: Iterable[str], log_folder: Path, profile: Path | None = None):
+        self.profile = profile
+        self.learned: set[str] = set()
+        modules = [*modules, *read_profile(profile)]
         self.folder = Path(tempfile.mkdtemp(prefix="uo-warm-", dir="/tmp"))  # AF_UNIX: short path
         self.socket_path = str(self.folder / "s")
-        self.log = (folder / "warm-runner.log").open("ab")
+        log_folder.mkdir(parents=True, exist_ok=True)
+        self.log = (log_folder / "warm-runner.log").open("ab")
         read_fd, write_fd = os.pipe()
+        lifeline, self.lifeline = os.pipe()  # the server stops when this process's end closes
         self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, self.socket_path, str(write_fd), *dict.fromkeys(modules)],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, pass_fds=(write_fd,))
+            [sys.executable, "-m", __name__, self.socket_path, str(write_fd), str(lifeline),
+             *dict.fromkeys(modules)],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, pass_fds=(write_fd, lifeline))
         os.close(write_fd)
+        os.close(lifeline)
         self.ready_fd = read_fd
         self.ready: bool | None = None
 
@@ -275,7 +307,27 @@ class WarmPool:
         if not self.wait_ready() or self.process.poll() is not None:
             return None
         nonce = secrets.token_hex(8)
-        request = {"source": task.source, "args": task.args, "env": env, "cwd": os.getcwd(), "nonce": nonce}
+        modules_out = self.folder / f"{nonce}.modules"
+        request = {"source": task.source, "args": task.args, "env": env, "cwd": os.getcwd(), "nonce": nonce,
+                   "modules_out": str(modules_out)}
+        conn = self._send(request)
+        if conn is None:
+            return None
+        code = _relay(conn, trailer(nonce), echo)
+        with contextlib.suppress(OSError):
+            self.learned.update(modules_out.read_text().split())
+            modules_out.unlink()
+        return code
+
+    def preload(self, modules: Iterable[str]) -> None:
+        """Ask the server to import ``modules`` too (before the tasks that follow)."""
+        if not self.wait_ready():
+            return
+        conn = self._send({"preload": list(modules)})
+        if conn is not None:
+            conn.close()
+
+    def _send(self, request: dict[str, Any]) -> socket.socket | None:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.connect(self.socket_path)
@@ -283,9 +335,12 @@ class WarmPool:
         except OSError:
             conn.close()
             return None
-        return _relay(conn, trailer(nonce), echo)
+        return conn
 
     def close(self) -> None:
+        if self.lifeline >= 0:
+            os.close(self.lifeline)
+            self.lifeline = -1
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -297,9 +352,28 @@ class WarmPool:
             os.close(self.ready_fd)
             self.ready = False
         self.log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.socket_path)
-            self.folder.rmdir()
+        if self.profile is not None and self.learned:
+            write_profile(self.profile, self.learned)
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def read_profile(profile: Path | None) -> list[str]:
+    """Module names from a profile file (none when it is missing or unreadable)."""
+    try:
+        return learnable(profile.read_text(encoding="utf-8").split()) if profile else []
+    except OSError:
+        return []
+
+
+def write_profile(profile: Path, modules: Iterable[str]) -> None:
+    """Add ``modules`` to the profile file, atomically (a temp file renamed over it)."""
+    names = sorted({*read_profile(profile), *learnable(modules)})
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    tmp = profile.with_name(f".{profile.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(names) + "\n", encoding="utf-8")
+    os.replace(tmp, profile)
 
 
 def _relay(conn: socket.socket, tail: str, echo: Callable[[str], None]) -> int:
@@ -319,16 +393,45 @@ def _relay(conn: socket.socket, tail: str, echo: Callable[[str], None]) -> int:
     return 1
 
 
+_started: WarmPool | None = None
+
+
+def available() -> bool:
+    return enabled() and hasattr(os, "pidfd_open")
+
+
+def prestart(log_folder: Path, profile: Path | None = None) -> None:
+    """Start the server now, so its imports overlap the caller's own work; :func:`patched` uses it."""
+    global _started
+    if available() and _started is None:
+        _started = WarmPool(BASE_MODULES, log_folder, profile)
+        import atexit
+
+        atexit.register(_close_unused)
+
+
+def _close_unused() -> None:
+    """A prestarted server no run took (the caller exited early) is stopped at exit."""
+    global _started
+    if _started is not None:
+        _started.close()
+        _started = None
+
+
 @contextlib.contextmanager
-def patched(pipeline: Any, log_folder: Path) -> Iterator[WarmPool | None]:
-    """For the duration, kfp.local's subprocess tasks run in forks of a warm :class:`WarmPool`."""
-    if not enabled() or not hasattr(os, "pidfd_open"):
+def patched(pipeline: Any, log_folder: Path, profile: Path | None = None) -> Iterator[WarmPool | None]:
+    """For the duration, kfp.local's subprocess tasks run in forks of a warm :class:`WarmPool`
+    (the one :func:`prestart` started, else a new one); it is stopped afterwards."""
+    global _started
+    if not available():
         yield None
         return
     from kfp.local import subprocess_task_handler as handler
 
-    modules = [*BASE_MODULES, *component_imports(pipeline_sources(pipeline))]
-    pool = WarmPool(modules, log_folder)
+    pool, _started = _started, None
+    if pool is None:
+        pool = WarmPool(BASE_MODULES, log_folder, profile)
+    pool.preload(component_imports(pipeline_sources(pipeline)))
     original = handler.run_local_subprocess
 
     def run_local_subprocess(full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
@@ -349,14 +452,14 @@ def patched(pipeline: Any, log_folder: Path) -> Iterator[WarmPool | None]:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m unlearnops.pipelines.warm_runner SOCKET READY_FD MODULE…`` (started by WarmPool)."""
+    """``python -m unlearnops.pipelines.warm_runner SOCKET READY_FD LIFELINE_FD MODULE…`` (by WarmPool)."""
     started = time.monotonic()
-    socket_path, ready_fd, modules = argv[0], int(argv[1]), argv[2:]
+    socket_path, ready_fd, lifeline_fd, modules = argv[0], int(argv[1]), int(argv[2]), argv[3:]
     failed = preload(modules)
     left = f" (left to the tasks: {', '.join(failed)})" if failed else ""
     print(f"warm runner {os.getpid()}: imported {len(modules) - len(failed)} modules in "
           f"{time.monotonic() - started:.1f}s{left}", flush=True)
-    serve(socket_path, ready_fd)
+    serve(socket_path, ready_fd, lifeline_fd)
 
 
 if __name__ == "__main__":
