@@ -212,3 +212,20 @@ def test_run_cli_refuses_bad_parameters_before_the_first_step(tmp_path) -> None:
     got = CliRunner().invoke(app, args)
     assert got.exit_code == 2, got.output
     assert "train.steps" in got.output and "no corpus" not in got.output
+
+
+def test_run_options_default_to_the_calibrated_altpo_recipe() -> None:
+    """``unlearnops run`` without ``--method``: AltPO with the demo's recipe; ``-p`` changes one value
+    of it and keeps the rest; ``--method npo`` gets NPO's own defaults, not AltPO's (issue 10)."""
+    from unlearnops.pipelines.cli import run_request
+    from unlearnops.pipelines.run_request import DEFAULT_METHOD, DEFAULT_METHOD_PARAMS
+
+    def options(method: str, param: list[str]) -> dict[str, object]:
+        run = run_request(["r1"], "/tmp/corpus", "m", method, param, None, 1, False, "", "", "local")
+        assert run.method == method
+        return run.method_params
+
+    assert options(DEFAULT_METHOD, []) == DEFAULT_METHOD_PARAMS
+    assert options(DEFAULT_METHOD, ["train.steps=60"]) == {
+        **DEFAULT_METHOD_PARAMS, "train": {**DEFAULT_METHOD_PARAMS["train"], "steps": 60}}
+    assert options("npo", ["beta=0.2"]) == {"beta": 0.2}
