@@ -206,8 +206,10 @@ def kfp_root() -> Path:
 
 
 def warm_profile() -> Path:
-    """What earlier local runs' tasks imported (:mod:`.warm_runner` preloads it): under the kfp root."""
-    return kfp_root() / "warm-modules.txt"
+    """What earlier local runs' tasks imported (:mod:`.warm_runner` preloads it): under the kfp root,
+    or the file ``UNLEARNOPS_WARM_PROFILE`` names (one profile shared by several homes)."""
+    shared = os.environ.get("UNLEARNOPS_WARM_PROFILE")
+    return Path(shared) if shared else kfp_root() / "warm-modules.txt"
 
 
 def prestart_warm_runner() -> None:
