@@ -205,7 +205,8 @@ def _spread_line(result: dict[str, Any]) -> str:
     return (f"Wall s pipeline {harness.spread(m, 'pipeline', 'seconds')}{cold}, direct "
             f"{harness.spread(m, 'direct', 'seconds')}; "
             f"CPU s pipeline {harness.spread(m, 'pipeline', 'cpu_s', '.1f')}, "
-            f"direct {harness.spread(m, 'direct', 'cpu_s', '.1f')}. {harness.load_note(m)}\n\n")
+            + (f"warm runner off {harness.spread(m, 'pipeline_cold', 'cpu_s', '.1f')}, " if cold else "")
+            + f"direct {harness.spread(m, 'direct', 'cpu_s', '.1f')}. {harness.load_note(m)}\n\n")
 
 
 def _cold_row(result: dict[str, Any]) -> str:
