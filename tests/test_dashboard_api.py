@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from unlearnops.pipelines.run_request import DEFAULT_METHOD_PARAMS
 
 from unlearnops.dashboard import runs as runs_module
 from unlearnops.dashboard.app import create_app
@@ -648,7 +649,8 @@ def test_kfp_backend_submits_the_pipeline_and_follows_its_state(
         assert done is not None and done.status == "promoted" and done.exit_code == 0
         [submitted] = stub.calls("POST", "/runs")
         params = submitted.body["runtime_config"]["parameters"]
-        assert params["request_ids"] == rid and json.loads(params["method_params"]) == {"beta": 0.2}
+        assert params["request_ids"] == rid  # the default method's recipe with the value given
+        assert json.loads(params["method_params"]) == {**DEFAULT_METHOD_PARAMS, "beta": 0.2}
         assert params["promote_target"] == "kserve"
         assert submitted.body["display_name"] == f"dashboard-{done.id}"
 

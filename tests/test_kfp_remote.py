@@ -9,6 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 from unlearnops.pipelines import remote
+from unlearnops.pipelines.run_request import DEFAULT_METHOD_PARAMS
 
 from tests.stubs.kfp_api import KfpApiStub
 from unlearnops.cli import _load_plugins, app
@@ -90,7 +91,9 @@ def test_cli_submit_and_schedule(stub: KfpApiStub, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     params = stub.calls("POST", "/runs")[0].body["runtime_config"]["parameters"]
     assert params["request_ids"] == "req-9"  # the pipeline's parameters are text a person can type
-    assert json.loads(params["method_params"]) == {"beta": 0.2, "train": {"steps": 5}}
+    # the default method's recipe (AltPO), with the two values given on the command line
+    assert json.loads(params["method_params"]) == {
+        **DEFAULT_METHOD_PARAMS, "beta": 0.2, "train": {**DEFAULT_METHOD_PARAMS["train"], "steps": 5}}
     assert params["workers"] == 2 and params["use_gpu"] is True and params["promote_target"] == "kserve"
     assert yaml.safe_load(params["policy"]) == gates  # a local policy file travels as its text
     named = runner.invoke(app, ["submit", "--host", stub.url, "-r", "req-9,req-10", "--corpus", "s3://d/c",
