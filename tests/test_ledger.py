@@ -351,6 +351,28 @@ def test_override_is_an_audit_event_on_each_request(ledger: Ledger) -> None:
         ledger.record_override(["a"], **{**kwargs, "actor": " "})  # type: ignore[arg-type]
 
 
+
+def test_claim_upgrade_is_an_audit_event_on_a_completed_request(ledger: Ledger) -> None:
+    """Issue 16: a retrain raising a completed request's claim to "retrained" is in its hash chain,
+    with the model and both certificate ids (no data); the status stays completed; a retry once."""
+    ledger.file(make_request("a"), actor="clerk")
+    approve(ledger, "a")
+    for status in (S.scheduled, S.running, S.completed):
+        ledger.set_status("a", status, "pipeline", actor="pipeline:r1")
+    details = {"run_id": "r2", "model_uri": "models:/m/4", "certificate": "c-new", "supersedes": "c-old"}
+    kwargs = {"actor": "pipeline:r2", "claim_level": "retrained", "details": details}
+    (req,) = ledger.record_claim_upgrade(["a"], **kwargs)  # type: ignore[arg-type]
+    last = req.history[-1]
+    assert (req.status, last.event, last.code) == (S.completed, "claim", "retrained")
+    assert last.status == S.completed
+    assert (last.model_uri, last.run_id, last.actor) == ("models:/m/4", "r2", "pipeline:r2")
+    events = ledger.verify_chain().events
+    ledger.record_claim_upgrade(["a"], **kwargs)  # type: ignore[arg-type]  # a retried task
+    report = ledger.verify_chain()
+    assert report.ok and report.events == events, report.problems
+    with pytest.raises(GuardRefused, match="claim level"):
+        ledger.record_claim_upgrade(["a"], **{**kwargs, "claim_level": ""})  # type: ignore[arg-type]
+
 # ------------------------------------------------------------------ queries
 def test_list_and_pending_until(ledger: Ledger) -> None:
     base = datetime(2026, 3, 1, tzinfo=UTC)

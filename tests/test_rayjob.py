@@ -45,7 +45,8 @@ def test_manifest_renders_resources_and_validates() -> None:
     spec = m["spec"]
     assert spec["shutdownAfterJobFinishes"] is True
     assert spec["ttlSecondsAfterFinished"] == 60 and spec["activeDeadlineSeconds"] == 1800
-    assert spec["entrypoint"].startswith("python -m unlearnops.components.unlearn.rayjob --args-json ")
+    prefix = "python -m unlearnops.components.unlearn.rayjob --step unlearn --args-json "
+    assert spec["entrypoint"].startswith(prefix)
     group = spec["rayClusterSpec"]["workerGroupSpecs"][0]
     assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 3
     pod = group["template"]["spec"]
@@ -199,3 +200,88 @@ def test_unlearn_component_runs_as_rayjob_inside_a_pod(monkeypatch):
     assert calls == [{"scope_uri": "s3://b/run/scope", "model_uri": "models:/people-qa@champion",
                       "method": "npo", "params": {"beta": 0.1}, "out_uri": "s3://b/run/model",
                       "workers": 2, "use_gpu": True, "seed": 7, "stop_when": {"forget_prob_max": 0.1}}]
+
+
+def test_retrain_as_rayjob_end_to_end(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: the retrain step runs through the same launcher: a RayJob named retrain-<run>,
+    validated against the CRD, whose driver is the retrain step with the recipe and covered requests;
+    the result is read back from the lineage.json and training.json the job stored."""
+    from unlearnops.components.register.lineage import LINEAGE_FILE, Lineage, Recipe
+    from unlearnops.components.retrain.retrain import retrain_as_rayjob
+
+    out_uri = str(tmp_path / "runs" / RUN_ID / "model")
+    recipe = Recipe(params={"train": {"epochs": 2, "lr": 1e-3}}, seed=3)
+    lineage = Lineage(foundation_uri="s3://b/foundation", recipe=recipe, covers_requests=["r1", "r2"])
+    storage.write_json(storage.join(out_uri, "training.json"),
+                       {"method": "finetune", "steps": 12, "tokens": 4096, "worker_seconds": 9.5})
+    storage.write_text(storage.join(out_uri, LINEAGE_FILE), lineage.model_dump_json())
+    monkeypatch.setenv("UNLEARNOPS_K8S_NAMESPACE", "team-a")
+    monkeypatch.delenv(rayjob.RUN_ID_ENV, raising=False)
+    with K8sApiStub() as stub:
+        result = retrain_as_rayjob("s3://b/foundation", "s3://b/corpus", out_uri, recipe,
+                                   request_ids=["r1", "r2"], replaces="models:/people-qa/4", workers=2,
+                                   api_client=stub.api_client(), poll_s=0.01, log=io.StringIO())
+        created = stub.calls("POST", "/namespaces/team-a/rayjobs")[0].body
+        assert stub.state.deleted == [rayjob.dns_name(RUN_ID, "retrain")]
+    assert (result.model_uri, result.steps, result.tokens) == (out_uri, 12, 4096)
+    assert result.lineage.covers_requests == ["r1", "r2"] and not result.resumed
+    assert created["metadata"]["name"] == rayjob.dns_name(RUN_ID, "retrain")
+    assert created["metadata"]["labels"]["unlearnops.io/step"] == "retrain"
+    group = created["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert (group["groupName"], group["replicas"]) == ("retrain-workers", 2)
+    command = created["spec"]["entrypoint"]
+    assert command.startswith("python -m unlearnops.components.unlearn.rayjob --step retrain --args-json ")
+    args = json.loads(command.split("--args-json ", 1)[1].strip("'"))
+    assert args == {"foundation_uri": "s3://b/foundation", "corpus_uri": "s3://b/corpus", "out_uri": out_uri,
+                    "recipe": recipe.model_dump(mode="json"), "request_ids": ["r1", "r2"],
+                    "replaces": "models:/people-qa/4", "workers": 2, "use_gpu": False}
+
+
+def test_rayjob_driver_dispatches_on_the_step(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The RayJob entrypoint runs the named step's driver with the JSON arguments; an unknown step
+    is a usage error, and entrypoint() refuses to render one."""
+    from unlearnops.components.register.lineage import Lineage, Recipe
+    from unlearnops.components.retrain import retrain as retrain_module
+    from unlearnops.components.retrain.retrain import RetrainResult
+
+    seen: list[dict] = []
+
+    def fake_drive(args: dict) -> RetrainResult:
+        seen.append(args)
+        return RetrainResult(model_uri=args["out_uri"], lineage=Lineage(foundation_uri="f", recipe=Recipe()),
+                             steps=1, tokens=2, worker_seconds=0.5, wall_seconds=1.0)
+
+    monkeypatch.setattr(retrain_module, "drive_retrain", fake_drive)
+    assert rayjob.main(["--step", "retrain", "--args-json", json.dumps({"out_uri": "s3://b/m"})]) == 0
+    assert seen == [{"out_uri": "s3://b/m"}]
+    assert json.loads(capsys.readouterr().out)["model_uri"] == "s3://b/m"
+    with pytest.raises(SystemExit) as exit_info:
+        rayjob.main(["--step", "evaluate", "--args-json", "{}"])
+    assert exit_info.value.code == 2
+    with pytest.raises(ValueError, match="no RayJob driver for step 'evaluate'"):
+        rayjob.entrypoint({}, "evaluate")
+
+
+def test_retrain_component_runs_as_rayjob_inside_a_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a pod the retrain component hands the step to retrain_as_rayjob, unless local is asked."""
+    from unlearnops.components.retrain import retrain as retrain_module
+    from unlearnops.components.retrain.component import retrain_op
+
+    calls: list[tuple] = []
+
+    def fake(*args, **kwargs):
+        calls.append((args, kwargs))
+        return type("Result", (), {"model_uri": args[2]})()
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.delenv("UNLEARNOPS_UNLEARN_BACKEND", raising=False)
+    monkeypatch.setattr(retrain_module, "retrain_as_rayjob", fake)
+    monkeypatch.setattr(retrain_module, "retrain", lambda *a, **k: pytest.fail("ran in the pod"))
+    recipe = json.dumps({"objective": "finetune", "params": {"train": {"epochs": 1}}, "seed": 1})
+    out = retrain_op.python_func(foundation_uri="s3://b/f", corpus_uri="s3://b/c", recipe=recipe,
+                                 out_uri="s3://b/run/model", request_ids=["r1"], replaces="models:/m/2",
+                                 workers=2, use_gpu=True)
+    assert out == "s3://b/run/model"
+    (args, kwargs), = calls
+    assert args[:3] == ("s3://b/f", "s3://b/c", "s3://b/run/model") and args[3].seed == 1
+    assert kwargs == {"request_ids": ["r1"], "replaces": "models:/m/2", "workers": 2, "use_gpu": True}

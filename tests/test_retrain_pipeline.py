@@ -170,6 +170,13 @@ def test_compliance_retrain_covers_two_approximate_requests(
         assert old is not None and cert.certificate.supersedes is not None
         assert cert.certificate.supersedes.digest == old.digest
         assert cert.certificate.targets[0].version_after == champion
+    with Ledger() as ledger:  # the upgrade is in each request's audit trail, and the chain holds
+        for rid in earlier:
+            req = ledger.get(rid)
+            claim = req.history[-1]
+            assert (claim.event, claim.code, req.status) == ("claim", "retrained", RequestStatus.completed)
+            assert claim.model_uri == f"models:/{MODEL}/{champion}" and claim.actor.startswith("pipeline:")
+        assert ledger.verify_chain().ok
     versions = {str(v.version): v.tags for v in client.search_model_versions(f"name='{MODEL}'")}
     older = [v for v in versions if int(v) < int(champion)]
     assert older and all(versions[v].get("unlearnops.superseded_by") == champion for v in older)

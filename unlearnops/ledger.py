@@ -507,28 +507,47 @@ class Ledger:
         One ``override`` audit event per request, all in one transaction (an unknown request
         records nothing); the same override (actor, reason, code, details) is not recorded twice.
         """
-        ids = list(dict.fromkeys(request_ids))
         if not actor.strip() or not reason.strip():
             raise GuardRefused("an override needs the operator who made it and a reason")
+        return self._record_once(request_ids, "override", actor=actor, reason=reason, code=code,
+                                 details=details)
+
+    def record_claim_upgrade(self, request_ids: Iterable[str], *, actor: str, claim_level: str,
+                             details: dict[str, str]) -> _Requests:
+        """Record that each request's erasure claim was raised to ``claim_level`` (e.g. from
+        ``unlearned`` to ``retrained`` when an exact retrain covered it); status unchanged.
+
+        One ``claim`` audit event per request in one transaction, not recorded twice for the same
+        details (a retried task); ``details`` holds the certificate ids and the model, never data.
+        """
+        if not actor.strip() or not claim_level.strip():
+            raise GuardRefused("a claim upgrade needs the actor that made it and the new claim level")
+        return self._record_once(request_ids, "claim", actor=actor, code=claim_level,
+                                 reason=f"erasure claim upgraded to {claim_level!r}", details=details)
+
+    def _record_once(self, request_ids: Iterable[str], event_name: str, *, actor: str, reason: str,
+                     code: str, details: dict[str, str]) -> _Requests:
+        """Append one ``event_name`` event to each request unless the same one is already there."""
+        ids = list(dict.fromkeys(request_ids))
 
         def attempt() -> _Requests:
             with self.engine.begin() as conn:
                 rows = [self._locked(conn, rid) for rid in ids]
                 for row in rows:
-                    if self._has_override(conn, row.id, actor, reason, code, details):
+                    if self._has_event(conn, row.id, event_name, actor, reason, code, details):
                         continue
                     self._update(conn, row, {"version": row.version + 1})
-                    self._append(conn, row.id, "override", RequestStatus(row.status), reason=reason,
+                    self._append(conn, row.id, event_name, RequestStatus(row.status), reason=reason,
                                  code=code, actor=actor, details=details)
                 return [self._fresh(conn, rid) for rid in ids]
 
         return self._retry(attempt)
 
     @staticmethod
-    def _has_override(conn: Connection, request_id: str, actor: str, reason: str, code: str,
-                      details: dict[str, str]) -> bool:
+    def _has_event(conn: Connection, request_id: str, event_name: str, actor: str, reason: str, code: str,
+                   details: dict[str, str]) -> bool:
         found = conn.execute(select(audit_table.c.details).where(
-            audit_table.c.request_id == request_id, audit_table.c.event == "override",
+            audit_table.c.request_id == request_id, audit_table.c.event == event_name,
             audit_table.c.actor == actor, audit_table.c.reason == reason, audit_table.c.code == code))
         return any(d == details for (d,) in found)
 

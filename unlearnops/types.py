@@ -132,12 +132,12 @@ class Selectors(Doc):
 
 
 class StatusChange(Doc):
-    """One audit event of a request: a status move, a filing, an extension, a purge or an
-    operator's override (e.g. of a gate verdict; the status stays)."""
+    """One audit event of a request: a status move, a filing, an extension, a purge, an
+    operator's override (e.g. of a gate verdict) or a claim upgrade (the status stays for both)."""
 
     at: datetime
     status: RequestStatus
-    event: Literal["filed", "status", "extended", "purged", "scheduled", "override"] = "status"
+    event: Literal["filed", "status", "extended", "purged", "scheduled", "override", "claim"] = "status"
     reason: str = ""
     code: str = Field("", description="reason code (denial, hold, or e.g. 'gates-failed')")
     actor: str = ""

@@ -21,7 +21,7 @@ from unlearnops.documents import DocumentError, find_manifest, find_report, find
 from unlearnops.keyed_hash import request_tokens
 from unlearnops.types import EvalReport, ForgetRequest, RequestStatus, ScopeManifest, TrainingRecord
 
-from .updates import RunPlan, _actor, _ledger, _safe_segment
+from .updates import RunPlan, _ledger, _safe_segment, pipeline_actor
 
 D = TypeVar("D")
 
@@ -72,7 +72,7 @@ def record_id(plan: RunPlan, run_id: str) -> str:
 def touched_by(run_id: str, url: str | None = None) -> list[ForgetRequest]:
     """Requests with an audit event made by this run."""
     with _ledger(url) as ledger:
-        return ledger.acted_on_by(_actor(run_id))
+        return ledger.acted_on_by(pipeline_actor(run_id))
 
 
 def dispose_run(plan: RunPlan, run_id: str, request_ids: list[str]) -> disposition.DispositionRecord:

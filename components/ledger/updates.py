@@ -46,7 +46,8 @@ def _ledger(url: str | None = None) -> Any:
     return Ledger(url)
 
 
-def _actor(run_id: str) -> str:
+def pipeline_actor(run_id: str) -> str:
+    """The ledger actor of a pipeline run's writes: ``pipeline:RUN_ID``."""
     return f"{ACTOR}:{run_id}" if run_id else ACTOR
 
 
@@ -106,7 +107,8 @@ def _move(request_ids: list[str], status: RequestStatus, run_id: str, url: str |
                 continue
             if only_from is not None and current not in only_from:
                 continue
-            ledger.set_status(rid, status, actor=_actor(run_id), expect=current, run_id=run_id, **event)
+            ledger.set_status(rid, status, actor=pipeline_actor(run_id), expect=current, run_id=run_id,
+                              **event)
             moved.append(rid)
     return moved
 
@@ -133,7 +135,7 @@ def mark_failed(request_ids: list[str], reason: str, run_id: str, url: str | Non
 
 def running_by(run_id: str, url: str | None = None) -> list[str]:
     """Ids of requests still ``running`` whose last status change was made by this run."""
-    actor = _actor(run_id)
+    actor = pipeline_actor(run_id)
     with _ledger(url) as ledger:
         touched = ledger.acted_on_by(actor)
     return [r.id for r in touched if r.status == RequestStatus.running and r.history[-1].actor == actor]

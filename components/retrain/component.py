@@ -13,10 +13,14 @@ def retrain_op(foundation_uri: str, corpus_uri: str, recipe: str, out_uri: str,
     """Fine-tune ``foundation_uri`` with ``recipe`` (JSON/YAML text: objective, params, seed) on
     ``corpus_uri`` minus the suppression list (Ray Train; ``local`` runs the loop in the task's
     process); ``replaces`` is the champion it is to replace (``models:/NAME/VERSION``, recorded as its
-    parent); returns the retrained model's URI."""
+    parent); returns the retrained model's URI.
+
+    Inside a Kubernetes pod (and not ``local``) the training runs as a KubeRay ``RayJob``, like the
+    unlearn step's (``UNLEARNOPS_UNLEARN_BACKEND=local`` keeps it in the pod's own Ray)."""
     import yaml
     from unlearnops.components.register.lineage import check_recipe
-    from unlearnops.components.retrain.retrain import retrain
+    from unlearnops.components.retrain.retrain import retrain, retrain_as_rayjob
+    from unlearnops.components.unlearn.rayjob import running_on_kubernetes
 
     from unlearnops.settings import apply_runtime_env
 
@@ -24,9 +28,12 @@ def retrain_op(foundation_uri: str, corpus_uri: str, recipe: str, out_uri: str,
     raw = yaml.safe_load(recipe) if recipe.strip() else {}
     if not isinstance(raw, dict):
         raise ValueError("recipe: a JSON object with objective, params, seed")
-    result = retrain(foundation_uri, corpus_uri, out_uri, check_recipe(raw, "recipe"),
-                     request_ids=[str(r) for r in request_ids], replaces=replaces, local=local,
-                     workers=workers, use_gpu=use_gpu)
+    found, ids = check_recipe(raw, "recipe"), [str(r) for r in request_ids]
+    if running_on_kubernetes() and not local:
+        return retrain_as_rayjob(foundation_uri, corpus_uri, out_uri, found, request_ids=ids,
+                                 replaces=replaces, workers=workers, use_gpu=use_gpu).model_uri
+    result = retrain(foundation_uri, corpus_uri, out_uri, found, request_ids=ids, replaces=replaces,
+                     local=local, workers=workers, use_gpu=use_gpu)
     return result.model_uri
 
 

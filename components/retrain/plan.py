@@ -10,7 +10,8 @@
   (the exit handler, components/ledger/finish.py), like every run's scope.
 - :func:`finish_retrain`: after promotion, every older version is tagged ``superseded_by`` and each
   covered request gets a ``retrained`` certificate referencing its earlier ``unlearned`` one
-  (:func:`unlearnops.certificates.retrained_body`).
+  (:func:`unlearnops.certificates.retrained_body`), and a ``claim`` audit event in the ledger
+  (:meth:`unlearnops.ledger.Ledger.record_claim_upgrade`: the run, the model, both certificate ids).
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def finish_retrain(model_name: str, version: str, request_ids: Sequence[str], ru
     report = find_report(eval_uri) if eval_uri else None
     gates = list(report.verdict.gates) if report and report.verdict else []
     issued: dict[str, str] = {}
+    upgrades: dict[str, dict[str, str]] = {}
     for rid in request_ids:
         earlier = certificates.read_issued(rid)
         if earlier is None:
@@ -147,7 +149,24 @@ def finish_retrain(model_name: str, version: str, request_ids: Sequence[str], ru
                                            performer=f"pipeline:{run_id}",
                                            approver=earlier.certificate.approver)
         issued[rid] = certificates.issue(body)["certificate"]
+        upgrades[rid] = {"run_id": run_id, "model_uri": uri, "certificate": body.id,
+                         "supersedes": earlier.certificate.id}
+    _record_upgrades(upgrades, run_id)
     return {"superseded": tagged, "certificates": issued}
+
+
+def _record_upgrades(upgrades: dict[str, dict[str, str]], run_id: str) -> None:
+    """One ``claim`` audit event per request whose certificate was raised to ``retrained``."""
+    from unlearnops.components.ledger.updates import pipeline_actor
+
+    from unlearnops.ledger import Ledger
+
+    if not upgrades:
+        return
+    with Ledger() as ledger:
+        for rid, details in upgrades.items():
+            ledger.record_claim_upgrade([rid], actor=pipeline_actor(run_id), claim_level="retrained",
+                                        details=details)
 
 
 def approximate_trainings(model_name: str, request_ids: Sequence[str]) -> list[Any]:

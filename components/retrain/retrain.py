@@ -18,6 +18,9 @@ Resumable: the Ray run's name is a function of the output and the inputs' digest
 step with the same inputs resumes from the last checkpoint (Ray Train restores a run of the same
 name), and a finished output with the same lineage is returned without training again.
 The run's checkpoints are deleted once the model is stored.
+
+On a cluster the component runs it as a KubeRay ``RayJob`` (:func:`retrain_as_rayjob`, through the
+unlearn step's launcher components/unlearn/rayjob.py; :func:`drive_retrain` is the Ray job's driver).
 """
 
 from __future__ import annotations
@@ -169,6 +172,37 @@ def retrain(foundation_uri: str, corpus_uri: str, out_uri: str, recipe: Recipe, 
         storage.upload_dir(folder, out_uri)
     for uri in disposition.checkpoint_dirs(out_uri):  # the model is stored: its checkpoints are spent
         storage.delete_prefix(uri)
+    return _result(out_uri, lineage, started)
+
+
+def retrain_args(foundation_uri: str, corpus_uri: str, out_uri: str, recipe: Recipe, *,
+                 request_ids: Sequence[str] = (), replaces: str = "", workers: int = 1,
+                 use_gpu: bool = False) -> dict[str, Any]:
+    """The retrain step's arguments as the RayJob driver reads them (JSON-safe)."""
+    return {"foundation_uri": foundation_uri, "corpus_uri": corpus_uri, "out_uri": out_uri,
+            "recipe": check_recipe(recipe).model_dump(mode="json"), "request_ids": list(request_ids),
+            "replaces": replaces, "workers": workers, "use_gpu": use_gpu}
+
+
+def drive_retrain(args: Mapping[str, Any]) -> RetrainResult:
+    """The retrain step's RayJob driver: :func:`retrain` on the RayJob's Ray cluster (``RAY_ADDRESS``)."""
+    return retrain(args["foundation_uri"], args["corpus_uri"], args["out_uri"], check_recipe(args["recipe"]),
+                   request_ids=args.get("request_ids") or (), replaces=args.get("replaces") or "",
+                   workers=int(args.get("workers", 1)), use_gpu=bool(args.get("use_gpu", False)))
+
+
+def retrain_as_rayjob(foundation_uri: str, corpus_uri: str, out_uri: str, recipe: Recipe, *,
+                      request_ids: Sequence[str] = (), replaces: str = "", workers: int = 1,
+                      use_gpu: bool = False, **launch: Any) -> RetrainResult:
+    """Run :func:`retrain` as a KubeRay RayJob and return its result, read from what it stored;
+    ``launch``: the launcher's options (run id, namespace, image, API client, polling)."""
+    from unlearnops.components.unlearn.rayjob import launch_rayjob
+
+    started = time.perf_counter()
+    args = retrain_args(foundation_uri, corpus_uri, out_uri, recipe, request_ids=request_ids,
+                        replaces=replaces, workers=workers, use_gpu=use_gpu)
+    launch_rayjob("retrain", args, out_uri=out_uri, workers=workers, use_gpu=use_gpu, **launch)
+    lineage = Lineage.model_validate_json(storage.read_text(storage.join(out_uri, LINEAGE_FILE)))
     return _result(out_uri, lineage, started)
 
 

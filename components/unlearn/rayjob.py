@@ -1,6 +1,8 @@
-"""Run the unlearning step as a KubeRay ``RayJob`` (ray.io/v1) when the component runs on a cluster.
+"""Run a training step as a KubeRay ``RayJob`` (ray.io/v1) when its component runs on a cluster.
 
-The unlearn component, inside a KFP pod, calls :func:`run_as_rayjob`: it renders a RayJob named
+The unlearn component, inside a KFP pod, calls :func:`run_as_rayjob` (the retrain component
+``components.retrain.retrain.retrain_as_rayjob``; both through :func:`launch_rayjob`): it renders a
+RayJob named
 after the KFP run (DNS-safe), with the task's resources passed to the worker group (workers,
 CPU, memory, GPU), ``shutdownAfterJobFinishes``, ``ttlSecondsAfterFinished`` and
 ``activeDeadlineSeconds``; validates it against the vendored CRD (:mod:`unlearnops.crds`);
@@ -9,8 +11,9 @@ exit code) until SUCCEEDED / FAILED / STOPPED, streaming the submitter pod's log
 on the way out — on success, failure, KFP cancellation (SIGTERM) or any error.
 
 The RayJob's entrypoint is this module: ``python -m unlearnops.components.unlearn.rayjob
---args-json '{...}'`` runs :func:`run_unlearning` as the Ray job's driver (``ray.init()`` there
-attaches to the RayJob's cluster through ``RAY_ADDRESS``).
+--step unlearn --args-json '{...}'`` runs the step's driver (:data:`DRIVERS`: :func:`drive_unlearn`,
+or the retrain step's) as the Ray job's driver (``ray.init()`` there attaches to the RayJob's
+cluster through ``RAY_ADDRESS``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ RUN_ID_ENV, NAMESPACE_ENV = "UNLEARNOPS_KFP_RUN_ID", "UNLEARNOPS_K8S_NAMESPACE"
 _PASS_ENV = re.compile(r"^(UNLEARNOPS_|HF_|MLFLOW_DISABLE_TELEMETRY$|TOKENIZERS_PARALLELISM$)")
 AUTH_SECRET_ENV = "UNLEARNOPS_RAYJOB_AUTH_SECRET"  # optional: Secret holding the Ray auth token
 MAX_NAME = 40  # KubeRay derives RayCluster/Job/Service names (and 63-char labels) from it
+#: the Ray job's driver of each step that runs as a RayJob: ``module:function(args) -> Doc``
+DRIVERS = {"unlearn": "unlearnops.components.unlearn.rayjob:drive_unlearn",
+           "retrain": "unlearnops.components.retrain.retrain:drive_retrain"}
 
 
 class RayJobError(RuntimeError):
@@ -96,9 +102,12 @@ class RayJobResources:
                    gpus_per_worker=gpus, tolerations=tolerations, node_selector=selector)
 
 
-def entrypoint(args: dict[str, Any]) -> str:
-    """The Ray job's driver command: this module with the step's arguments as one JSON word."""
-    return f"python -m unlearnops.components.unlearn.rayjob --args-json {shlex.quote(json.dumps(args))}"
+def entrypoint(args: dict[str, Any], step: str = "unlearn") -> str:
+    """The Ray job's driver command: this module with the step and its arguments as one JSON word."""
+    if step not in DRIVERS:
+        raise ValueError(f"no RayJob driver for step {step!r} (one of {', '.join(DRIVERS)})")
+    return (f"python -m unlearnops.components.unlearn.rayjob --step {step} "
+            f"--args-json {shlex.quote(json.dumps(args))}")
 
 
 def _container_env(env: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -143,8 +152,9 @@ def _resources(cpu: str, memory: str, gpus: int, gpu_resource: str) -> dict[str,
 def build_manifest(name: str, namespace: str, image: str, command: str, res: RayJobResources, *,
                    labels: dict[str, str] | None = None, active_deadline_s: int = 6 * 3600,
                    ttl_s: int = 600, env: list[dict[str, Any]] | None = None,
-                   service_account: str | None = None, ray_version: str = "2.60.0") -> dict[str, Any]:
-    """The RayJob manifest (a plain dict; validate with :func:`validate`)."""
+                   service_account: str | None = None, ray_version: str = "2.60.0",
+                   step: str = "unlearn") -> dict[str, Any]:
+    """The RayJob manifest of ``step`` (a plain dict; validate with :func:`validate`)."""
     env = env if env is not None else _container_env()
 
     def pod(container: str, resources: dict[str, Any], gpu_pod: bool) -> dict[str, Any]:
@@ -180,7 +190,7 @@ def build_manifest(name: str, namespace: str, image: str, command: str, res: Ray
                     "template": pod("ray-head", head_res, False),
                 },
                 "workerGroupSpecs": [{
-                    "groupName": "unlearn-workers",
+                    "groupName": f"{step}-workers",
                     "replicas": res.workers,
                     "minReplicas": res.workers,
                     "maxReplicas": res.workers,
@@ -327,37 +337,59 @@ def _api_client() -> Any:
     return k8s.ApiClient()
 
 
-def run_as_rayjob(*, scope_uri: str, model_uri: str, method: str, params: dict[str, Any], out_uri: str,
-                  workers: int = 1, use_gpu: bool = False, seed: int = 0,
-                  stop_when: dict[str, Any] | None = None, run_id: str | None = None,
-                  namespace: str | None = None, image: str | None = None, api_client: Any = None,
-                  poll_s: float = 5.0, active_deadline_s: int = 6 * 3600, ttl_s: int = 600,
-                  log: TextIO = sys.stderr) -> TrainingRecord:
-    """Run the unlearn step as a RayJob and return its ``training.json`` (the same as a local run).
+def launch_rayjob(step: str, args: dict[str, Any], *, out_uri: str, workers: int = 1, use_gpu: bool = False,
+                  run_id: str | None = None, namespace: str | None = None, image: str | None = None,
+                  api_client: Any = None, poll_s: float = 5.0, active_deadline_s: int = 6 * 3600,
+                  ttl_s: int = 600, log: TextIO = sys.stderr) -> RayJobOutcome:
+    """Run ``step``'s driver with ``args`` as a RayJob of ``workers`` workers; its outcome once SUCCEEDED.
 
-    ``run_id`` defaults to the KFP run id the pipeline puts in ``UNLEARNOPS_KFP_RUN_ID``, else the
-    run folder of ``out_uri`` (``RUN_ROOT/RUN_ID/model``); ``namespace`` to the pod's namespace.
+    The RayJob is named ``<step>-<run id>``: ``run_id`` defaults to the KFP run id the pipeline puts
+    in ``UNLEARNOPS_KFP_RUN_ID``, else the run folder of ``out_uri`` (``RUN_ROOT/RUN_ID/model``);
+    ``namespace`` to the pod's namespace. The Ray pods run the trainer image (CUDA torch), named
+    beside the control image.
     """
     from unlearnops.components import BASE_IMAGE, trainer_image
 
-    from unlearnops.documents import read_training
-
     rid = run_id or os.environ.get(RUN_ID_ENV) or out_uri.rstrip("/").split("/")[-2]
     ns = namespace or os.environ.get(NAMESPACE_ENV) or _pod_namespace()
-    args = {"scope_uri": scope_uri, "model_uri": model_uri, "method": method, "params": params,
-            "out_uri": out_uri, "workers": workers, "use_gpu": use_gpu, "seed": seed,
-            "stop_when": stop_when or {}}
-    labels = {"app.kubernetes.io/managed-by": "unlearnops", "unlearnops.io/kfp-run-id": dns_name(rid, "run")}
-    # the Ray pods run the trainer image (CUDA torch), named beside the control image
+    labels = {"app.kubernetes.io/managed-by": "unlearnops", "unlearnops.io/kfp-run-id": dns_name(rid, "run"),
+              "unlearnops.io/step": step}
     default_image = trainer_image(os.environ.get("UNLEARNOPS_IMAGE", BASE_IMAGE))
-    manifest = build_manifest(dns_name(rid), ns, image or default_image,
-                              entrypoint(args), RayJobResources.from_env(workers, use_gpu), labels=labels,
-                              active_deadline_s=active_deadline_s, ttl_s=ttl_s)
+    manifest = build_manifest(dns_name(rid, step), ns, image or default_image, entrypoint(args, step),
+                              RayJobResources.from_env(workers, use_gpu), labels=labels,
+                              active_deadline_s=active_deadline_s, ttl_s=ttl_s, step=step)
     validate(manifest)
     runner = RayJobRunner(api_client or _api_client(), namespace=ns, poll_s=poll_s, log=log)
     outcome = runner.run(manifest)
     print(f"RayJob {outcome.name} SUCCEEDED in {outcome.seconds:.0f}s", file=log)
+    return outcome
+
+
+def run_as_rayjob(*, scope_uri: str, model_uri: str, method: str, params: dict[str, Any], out_uri: str,
+                  workers: int = 1, use_gpu: bool = False, seed: int = 0,
+                  stop_when: dict[str, Any] | None = None, **launch: Any) -> TrainingRecord:
+    """Run the unlearn step as a RayJob and return its ``training.json`` (the same as a local run);
+    ``launch``: :func:`launch_rayjob`'s options (run id, namespace, image, API client, polling)."""
+    from unlearnops.documents import read_training
+
+    args = {"scope_uri": scope_uri, "model_uri": model_uri, "method": method, "params": params,
+            "out_uri": out_uri, "workers": workers, "use_gpu": use_gpu, "seed": seed,
+            "stop_when": stop_when or {}}
+    launch_rayjob("unlearn", args, out_uri=out_uri, workers=workers, use_gpu=use_gpu, **launch)
     return read_training(out_uri)
+
+
+def drive_unlearn(args: dict[str, Any]) -> Any:
+    """The unlearn step's RayJob driver: :func:`run_unlearning` with the component's arguments."""
+    from unlearnops.components.unlearn.runner import run_unlearning
+
+    from unlearnops.types import ComputeSpec, UnlearnSpec
+
+    spec = UnlearnSpec(method=args["method"], params=args.get("params") or {}, seed=int(args.get("seed", 0)),
+                       compute=ComputeSpec(workers=int(args.get("workers", 1)),
+                                           use_gpu=bool(args.get("use_gpu", False))))
+    return run_unlearning(spec, args["scope_uri"], args["model_uri"], args["out_uri"],
+                          stop_when=args.get("stop_when") or None)
 
 
 def _pod_namespace() -> str:
@@ -370,22 +402,18 @@ def _pod_namespace() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """RayJob entrypoint: run the unlearning step as the Ray job's driver."""
+    """RayJob entrypoint: run the step's driver (:data:`DRIVERS`) as the Ray job's driver."""
+    import importlib
+
     parser = argparse.ArgumentParser(prog="python -m unlearnops.components.unlearn.rayjob")
+    parser.add_argument("--step", choices=sorted(DRIVERS), default="unlearn", help="the step to run")
     parser.add_argument("--args-json", required=True, help="the step's arguments as JSON")
     ns = parser.parse_args(argv)
-    args = json.loads(ns.args_json)
-    from unlearnops.components.unlearn.runner import run_unlearning
-
     from unlearnops.settings import apply_runtime_env
-    from unlearnops.types import ComputeSpec, UnlearnSpec
 
     apply_runtime_env()
-    spec = UnlearnSpec(method=args["method"], params=args.get("params") or {}, seed=int(args.get("seed", 0)),
-                       compute=ComputeSpec(workers=int(args.get("workers", 1)),
-                                           use_gpu=bool(args.get("use_gpu", False))))
-    result = run_unlearning(spec, args["scope_uri"], args["model_uri"], args["out_uri"],
-                            stop_when=args.get("stop_when") or None)
+    module, function = DRIVERS[ns.step].split(":")
+    result = getattr(importlib.import_module(module), function)(json.loads(ns.args_json))
     print(result.model_dump_json())
     return 0
 

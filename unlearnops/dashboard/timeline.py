@@ -55,7 +55,8 @@ def timeline(store: Store, req: ForgetRequest, who: Principal) -> list[Entry]:
     for change in req.history:
         title = {"filed": "filed", "status": f"status → {change.status.value}",
                  "extended": "deadline extended", "purged": "selectors purged", "scheduled": "scheduled",
-                 "override": "gate override"}.get(change.event, change.event)
+                 "override": "gate override",
+                 "claim": "erasure claim upgraded"}.get(change.event, change.event)
         if not staff and change.event == "override":
             continue
         detail = " · ".join(x for x in (change.code, change.reason if staff else "") if x)
