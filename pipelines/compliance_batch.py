@@ -12,7 +12,7 @@ from kfp import dsl
 from unlearnops.components.ledger.component import pending_requests_op
 
 from .options import CompileOptions, with_credentials
-from .run_request import RunChannels
+from .run_request import DEFAULT_METHOD, RunChannels
 from .unlearn_on_request import add_unlearn_graph, exit_handler, typed_inputs
 
 PIPELINE_NAME = "compliance-batch"
@@ -27,7 +27,7 @@ def build(options: CompileOptions | None = None) -> Any:
         corpus_uri: str,
         model_name: str,
         cutoff: str = "",
-        method: str = "npo",
+        method: str = DEFAULT_METHOD,
         method_params: str = "{}",
         policy: str = "default",
         workers: int = 1,
@@ -42,8 +42,9 @@ def build(options: CompileOptions | None = None) -> Any:
             corpus_uri: Training corpus the requests are resolved against (e.g. s3://bucket/corpus).
             model_name: Registered MLflow model whose champion is unlearned: set it to your model's name.
             cutoff: Take requests approved up to this ISO time (empty: the schedule time, else now).
-            method: Unlearning method: npo, simnpo, grad_diff, rmu, wga, ... (components/unlearn/methods).
-            method_params: Method parameters as JSON, train.* nested: {"beta": 0.1, "train": {"steps": 50}}.
+            method: Unlearning method: altpo (the default recipe), npo, simnpo, grad_diff, rmu, wga, ...
+            method_params: Method parameters as JSON, train.* nested: {"beta": 0.1, "train": {"steps": 50}};
+                with altpo, laid over its default recipe.
             policy: Gate policy: default, strict, lenient, or a policy YAML URI (s3://...).
             workers: Ray Train workers of the unlearning RayJob.
             use_gpu: Train on GPUs (each Ray worker gets the compiled accelerator limit).

@@ -31,7 +31,7 @@ from unlearnops.components.unlearn.component import unlearn_op
 
 from .options import CompileOptions, configure_unlearn, side_effect, with_credentials
 from .run_inputs import run_inputs_op
-from .run_request import RunChannels
+from .run_request import DEFAULT_METHOD, RunChannels
 
 PIPELINE_NAME = "unlearn-on-request"
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
@@ -121,7 +121,7 @@ def build(options: CompileOptions | None = None) -> Any:
         request_ids: str,
         corpus_uri: str,
         model_name: str,
-        method: str = "npo",
+        method: str = DEFAULT_METHOD,
         method_params: str = "{}",
         policy: str = "default",
         workers: int = 1,
@@ -136,8 +136,9 @@ def build(options: CompileOptions | None = None) -> Any:
             request_ids: Forget request ids from the ledger, comma-separated (e.g. erase-1,erase-2).
             corpus_uri: Training corpus the requests are resolved against (e.g. s3://bucket/corpus).
             model_name: Registered MLflow model whose champion is unlearned: set it to your model's name.
-            method: Unlearning method: npo, simnpo, grad_diff, rmu, wga, ... (components/unlearn/methods).
-            method_params: Method parameters as JSON, train.* nested: {"beta": 0.1, "train": {"steps": 50}}.
+            method: Unlearning method: altpo (the default recipe), npo, simnpo, grad_diff, rmu, wga, ...
+            method_params: Method parameters as JSON, train.* nested: {"beta": 0.1, "train": {"steps": 50}};
+                with altpo, laid over its default recipe.
             policy: Gate policy: default, strict, lenient, or a policy YAML URI (s3://...).
             workers: Ray Train workers of the unlearning RayJob.
             use_gpu: Train on GPUs (each Ray worker gets the compiled accelerator limit).

@@ -229,3 +229,25 @@ def test_run_options_default_to_the_calibrated_altpo_recipe() -> None:
     assert options(DEFAULT_METHOD, ["train.steps=60"]) == {
         **DEFAULT_METHOD_PARAMS, "train": {**DEFAULT_METHOD_PARAMS["train"], "steps": 60}}
     assert options("npo", ["beta=0.2"]) == {"beta": 0.2}
+
+
+@pytest.mark.parametrize("name", ["unlearn_on_request", "compliance_batch"])
+def test_kfp_ui_defaults_are_the_default_recipe(compiled: dict[str, str], name: str) -> None:
+    """A run started from the KFP UI with the pipeline's defaults gets what ``unlearnops run`` gets:
+    the default method, its recipe under the typed-in values (the run-inputs step merges them)."""
+    from unlearnops.pipelines.run_inputs import run_inputs_op
+    from unlearnops.pipelines.run_request import DEFAULT_METHOD, DEFAULT_METHOD_PARAMS
+
+    spec, _ = _docs(compiled[name])
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["method"]["defaultValue"] == DEFAULT_METHOD
+    assert params["method_params"]["defaultValue"] == "{}"
+    out = run_inputs_op.python_func(request_ids="a, b", method=DEFAULT_METHOD, method_params="{}",
+                                    policy="default")
+    assert out.request_ids == ["a", "b"] and out.method_params == DEFAULT_METHOD_PARAMS
+    steps = run_inputs_op.python_func(request_ids="a", method=DEFAULT_METHOD,
+                                      method_params='{"train": {"steps": 60}}', policy="default")
+    assert steps.method_params["train"] == {**DEFAULT_METHOD_PARAMS["train"], "steps": 60}
+    npo = run_inputs_op.python_func(request_ids="a", method="npo", method_params='{"beta": 0.2}',
+                                    policy="default")
+    assert npo.method_params == {"beta": 0.2}
