@@ -59,20 +59,21 @@ def preset() -> str:
     return os.environ.get("METHODS_BENCH_PRESET", "tiny")
 
 
-def methods() -> list[str]:
+def methods(env: str = "METHODS_BENCH_METHODS") -> list[str]:
+    """The methods named by ``env`` (comma list; default every registered method but ``finetune``)."""
     from unlearnops.components.unlearn.methods import METHODS as REGISTRY
 
-    chosen = _env_list("METHODS_BENCH_METHODS", ",".join(n for n in sorted(REGISTRY) if n != "finetune"))
+    chosen = _env_list(env, ",".join(n for n in sorted(REGISTRY) if n != "finetune"))
     unknown = sorted(set(chosen) - set(REGISTRY))
     if unknown:
-        raise SystemExit(f"METHODS_BENCH_METHODS: unknown method(s) {unknown}; "
-                         f"registered: {sorted(REGISTRY)}")
+        raise SystemExit(f"{env}: unknown method(s) {unknown}; registered: {sorted(REGISTRY)}")
     return chosen
 
 
 # ---------------------------------------------------------------- set-up (cached)
-def prepare(share: float, root: Path = CACHE) -> dict[str, str]:
-    """Corpus, base + reference models for ``share``, and the DataScope of its forget request."""
+def prepare(share: float, root: Path = CACHE, preset_name: str | None = None) -> dict[str, str]:
+    """Corpus, base + reference models for ``share`` (of ``preset_name``, default :func:`preset`),
+    and the DataScope of its forget request."""
     from unlearnops.components.scope.resolve import resolve_scope
     from unlearnops.components.unlearn.benchmark_models import build_models
 
@@ -82,9 +83,10 @@ def prepare(share: float, root: Path = CACHE) -> dict[str, str]:
     corpus = root / "corpus"
     if not (corpus / "people.jsonl").exists():
         generate_benchmark(str(corpus), people=PEOPLE, holdout=HOLDOUT, seed=0, shards=4)
-    models = root / f"{preset()}-share{share:g}"
+    name = preset_name or preset()
+    models = root / f"{name}-share{share:g}"
     if not (models / "build.json").exists():
-        build_models(str(corpus), str(models), preset=preset(), forget_share=share, seed=0,
+        build_models(str(corpus), str(models), preset=name, forget_share=share, seed=0,
                      threads=threads())
     scope = models / "scope"
     if not (scope / "manifest.json").exists():
@@ -101,12 +103,12 @@ def threads() -> int:
 MODES = ("defaults", "calibrated")
 
 
-def method_params(method: str, mode: str) -> dict[str, Any]:
+def method_params(method: str, mode: str, preset_name: str | None = None) -> dict[str, Any]:
     """Spec params of a run: the documented preset defaults (or the method's own); calibrated
     runs probe every 2 steps so that they can stop near the holdout level."""
     from unlearnops.components.unlearn.benchmark_models import UNLEARN_DEFAULTS
 
-    params = json.loads(json.dumps(UNLEARN_DEFAULTS.get(preset(), {}).get(method, {})))
+    params = json.loads(json.dumps(UNLEARN_DEFAULTS.get(preset_name or preset(), {}).get(method, {})))
     if mode == "calibrated":
         params.setdefault("train", {})["probe_every"] = 2
     return params
