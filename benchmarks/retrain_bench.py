@@ -128,6 +128,8 @@ def run() -> dict[str, Any]:
 
 def run_preset(preset: str) -> dict[str, Any]:
     """The exact path, the timed default method and every method's distance on one preset."""
+    import json
+
     from unlearnops.pipelines.run_request import DEFAULT_METHOD
 
     started = time.perf_counter()
@@ -165,6 +167,8 @@ def run_preset(preset: str) -> dict[str, Any]:
                 row = {"method": method, "error": f"{type(err).__name__}: {err}"}
             rows.append(row)
             _log(row)
+            partial = Path(paths["root"]) / "retrain-rows.partial.json"  # what a cut-off run leaves
+            partial.write_text(json.dumps({"timed": timed, "rows": rows}, default=str))
         reference = distance(Path(paths["reference"]), exact, paths["scope"], tmp / "cmp-reference")
     exact_wall = harness.median(timed, "exact_retrain", "wall_seconds")
     return {"preset": preset, "share": share(), "threads": threads(), "machine": harness.machine(),
