@@ -19,6 +19,12 @@ from unlearnops.components.unlearn.methods import (
     frozen_copy,
     get_method,
 )
+from unlearnops.components.unlearn.methods.base import (
+    _right_padded,
+    forward_logits,
+    packed_forward,
+    packed_logits,
+)
 from unlearnops.components.unlearn.methods.refusals import REFUSALS, idk_record
 from unlearnops.components.unlearn.methods.rmu import RMU, layer_output
 from unlearnops.components.unlearn.weights import select_trainable
@@ -430,3 +436,65 @@ def test_every_method_runs_under_bf16_autocast(name, ref):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
     assert all(isinstance(v, float) for v in out.parts.values())
+
+
+# ------------------------------------------------------------ padding-free forwards
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_packed_forward_gives_the_padded_loss_and_gradient(name, ref):
+    """Inside ``packed_forward`` every objective's loss and gradients equal the padded ones."""
+    method = get_method(name)
+    padded, packed = tiny_model(0), tiny_model(0)
+    for m in (padded, packed):
+        select_trainable(m, method.trainable_patterns(m))
+    out_padded = method.loss(padded, ref, batch())
+    out_padded.loss.backward()
+    with packed_forward():
+        out_packed = method.loss(packed, ref, batch())
+    out_packed.loss.backward()
+    assert out_packed.loss.item() == pytest.approx(out_padded.loss.item(), rel=1e-5, abs=1e-6)
+    for (_, a), (_, b) in zip(padded.named_parameters(), packed.named_parameters(), strict=True):
+        if a.grad is not None:
+            assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_packed_logits_match_padded_logits_at_every_token(model):
+    v = make_view(RETAIN)
+    keep = v["attention_mask"].bool()
+    with packed_forward():
+        got = forward_logits(model, v)
+    assert got.shape == logits_of(model, v).shape
+    assert torch.allclose(got[keep].double(), logits_of(model, v)[keep], atol=1e-5)
+    assert (got[~keep] == 0).all()  # padding positions: zero logits, ignored by every loss
+
+
+class _IgnoresPositions(torch.nn.Module):
+    """A causal LM that does not read packed position ids as sequence boundaries."""
+
+    def __init__(self, inner: LlamaForCausalLM) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False):
+        if attention_mask is None:  # packed: one causal sequence, rows attend to each other
+            attention_mask = torch.ones_like(input_ids)
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+
+def test_model_without_packing_support_keeps_padded_batches(model):
+    wrapped = _IgnoresPositions(model)
+    v = make_view(RETAIN)
+    keep = v["attention_mask"].bool()
+    assert not torch.allclose(packed_logits(wrapped, v["input_ids"], v["attention_mask"])[keep].double(),
+                              logits_of(model, v)[keep], atol=1e-3)  # packing would be wrong here
+    with packed_forward():
+        got = forward_logits(wrapped, v)
+    assert torch.allclose(got.double(), logits_of(model, v), atol=1e-6)
+
+
+def test_left_padded_or_full_views_are_not_packed(model):
+    examples = [Encoded([5, 6, 10, 2], [IGNORE, IGNORE, 10, 2]), Encoded([5, 11, 2], [IGNORE, 11, 2])]
+    left = collate(examples, pad_id=0, left_pad=True)
+    with packed_forward():
+        got = forward_logits(model, left)
+    assert torch.allclose(got.double(), logits_of(model, left), atol=1e-6)
+    assert not _right_padded(left["attention_mask"]) and _right_padded(make_view(RETAIN)["attention_mask"])

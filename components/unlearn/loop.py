@@ -50,6 +50,7 @@ from .data import (
     to_device,
 )
 from .job import Preloaded, TrainConfig, TrainJob, lr_factor, method_params, total_steps
+from .methods.base import packed_forward
 from .probes import Prober
 from .progress import CONFIG_KEY
 from .state import TrainState
@@ -316,6 +317,11 @@ class Trainer:
         return self.state.seconds_before + time.perf_counter() - self.started
 
     def run(self) -> dict[str, Any]:
+        """Cache, train to the end or to the stopping rule, probe, and finish (padding-free if set)."""
+        with packed_forward(self.cfg.pack_sequences):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         state = self.state
         self.checkpointer.restore(state)
         self._streams()

@@ -11,8 +11,11 @@ the base model when ``needs_reference`` is set, and a batch of *views*: ``"forge
 from __future__ import annotations
 
 import copy
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,6 +29,9 @@ Batch = dict[str, dict[str, torch.Tensor]]
 
 #: Key under which a reference sequence log-likelihood may be cached in a batch view.
 REF_SEQ_LOGP = "ref_seq_logp"
+#: on inside :func:`packed_forward`; per model, whether the padding-free forward was verified
+_PACKED: ContextVar[bool] = ContextVar("unlearnops_packed_forward", default=False)
+_PACKING_OK: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 class MethodError(ValueError):
@@ -130,10 +136,70 @@ def view(batch: Batch, name: str, method: str) -> dict[str, torch.Tensor]:
     return batch[name]
 
 
+@contextmanager
+def packed_forward(enabled: bool = True) -> Iterator[None]:
+    """While active, :func:`forward_logits` runs padding-free where the model allows (the loop's switch)."""
+    token = _PACKED.set(enabled)
+    try:
+        yield
+    finally:
+        _PACKED.reset(token)
+
+
 def forward_logits(model: Any, v: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Logits of a causal LM on one view (only ids and mask are passed to the model)."""
-    out = model(input_ids=v["input_ids"], attention_mask=v["attention_mask"], use_cache=False)
-    return out.logits
+    """Logits ``(batch, width, vocab)`` of a causal LM on one view (only ids and mask are passed).
+
+    Inside :func:`packed_forward`, a right-padded view runs padding-free (:func:`packed_logits`)
+    when the model is known to support it (:func:`_packing_verified`); padding positions then hold
+    zero logits, which every loss ignores (their labels are ``IGNORE``).
+    """
+    mask = v["attention_mask"]
+    if _PACKED.get() and not bool(mask.all()) and _right_padded(mask) and _packing_verified(model, v):
+        return packed_logits(model, v["input_ids"], mask)
+    return model(input_ids=v["input_ids"], attention_mask=mask, use_cache=False).logits
+
+
+def _right_padded(mask: torch.Tensor) -> bool:
+    """Each row's tokens come first, then only padding (the layout :func:`collate` builds)."""
+    width = torch.arange(mask.shape[1], device=mask.device)
+    return bool((mask.bool() == (width < mask.sum(1, keepdim=True))).all())
+
+
+def packed_logits(model: Any, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Padding-free forward: the rows' real tokens as one sequence, positions restarting per row.
+
+    With no attention mask and position ids that restart at 0, transformers builds a
+    block-diagonal causal mask (its packed-sequence format), so each row attends to itself only
+    and no FLOP is spent on padding (32-39% of the tokens of a batch of 8 QA pairs, issue 15). The
+    logits are scattered back into the padded layout.
+    """
+    keep = mask.bool()
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)[keep]
+    out = model(input_ids=input_ids[keep].unsqueeze(0), position_ids=positions.unsqueeze(0), use_cache=False)
+    packed = out.logits[0]
+    full = packed.new_zeros((*mask.shape, packed.shape[-1]))
+    full[keep] = packed
+    return full
+
+
+def _packing_verified(model: Any, v: Mapping[str, torch.Tensor]) -> bool:
+    """Whether packed and padded forwards agree on this model (checked once per model, no grad).
+
+    Not every architecture reads packed position ids as sequence boundaries; one that does not
+    would let rows attend to each other, so such a model keeps the padded forward.
+    """
+    verdict = _PACKING_OK.get(model)
+    if verdict is None:
+        mask = v["attention_mask"]
+        with torch.no_grad():
+            padded = model(input_ids=v["input_ids"], attention_mask=mask, use_cache=False).logits.float()
+            packed = packed_logits(model, v["input_ids"], mask).float()
+        keep = mask.bool()
+        scale = padded[keep].abs().max().clamp(min=1e-6)
+        tolerance = 1e-3 if padded.dtype == torch.float32 and packed.dtype == torch.float32 else 3e-2
+        verdict = bool(((padded[keep] - packed[keep]).abs().max() / scale) <= tolerance)
+        _PACKING_OK[model] = verdict
+    return verdict
 
 
 def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
