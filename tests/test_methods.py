@@ -20,6 +20,7 @@ from unlearnops.components.unlearn.methods import (
     get_method,
 )
 from unlearnops.components.unlearn.methods.base import (
+    _pack_sizes,
     _right_padded,
     forward_logits,
     packed_forward,
@@ -498,3 +499,19 @@ def test_left_padded_or_full_views_are_not_packed(model):
         got = forward_logits(model, left)
     assert torch.allclose(got.double(), logits_of(model, left), atol=1e-6)
     assert not _right_padded(left["attention_mask"]) and _right_padded(make_view(RETAIN)["attention_mask"])
+
+
+def test_rows_are_packed_in_groups_of_bounded_length():
+    assert _pack_sizes([5, 5, 5], 10) == [10, 5]
+    assert _pack_sizes([12, 3, 4], 10) == [12, 7]  # a row longer than the limit stands alone
+    assert _pack_sizes([0, 4], 10) == [4]
+
+
+def test_packed_groups_give_the_padded_logits(model, monkeypatch):
+    import unlearnops.components.unlearn.methods.base as base
+
+    v = make_view(RETAIN + FORGET)
+    keep = v["attention_mask"].bool()
+    monkeypatch.setattr(base, "pack_length", lambda m: 6)  # several packed forwards
+    got = packed_logits(model, v["input_ids"], v["attention_mask"])
+    assert torch.allclose(got[keep].double(), logits_of(model, v)[keep], atol=1e-5)

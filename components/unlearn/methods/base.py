@@ -32,6 +32,7 @@ REF_SEQ_LOGP = "ref_seq_logp"
 #: on inside :func:`packed_forward`; per model, whether the padding-free forward was verified
 _PACKED: ContextVar[bool] = ContextVar("unlearnops_packed_forward", default=False)
 _PACKING_OK: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_CHECK_ROWS = 4
 
 
 class MethodError(ValueError):
@@ -166,34 +167,66 @@ def _right_padded(mask: torch.Tensor) -> bool:
 
 
 def packed_logits(model: Any, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Padding-free forward: the rows' real tokens as one sequence, positions restarting per row.
+    """Padding-free forward: the rows' real tokens as packed sequences, positions restarting per row.
 
     With no attention mask and position ids that restart at 0, transformers builds a
     block-diagonal causal mask (its packed-sequence format), so each row attends to itself only
-    and no FLOP is spent on padding (32-39% of the tokens of a batch of 8 QA pairs, issue 15). The
-    logits are scattered back into the padded layout.
+    and no FLOP is spent on padding (32-39% of the tokens of a batch of 8 QA pairs, issue 15).
+    Rows are packed in order into sequences of at most :func:`pack_length` tokens (one forward
+    each), which keeps the dense mask's attention cost small; the logits are scattered back into
+    the padded layout.
     """
     keep = mask.bool()
+    lengths = mask.sum(1).tolist()
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)[keep]
-    out = model(input_ids=input_ids[keep].unsqueeze(0), position_ids=positions.unsqueeze(0), use_cache=False)
-    packed = out.logits[0]
+    ids = input_ids[keep]
+    parts, start = [], 0
+    for size in _pack_sizes(lengths, pack_length(model)):
+        out = model(input_ids=ids[start:start + size].unsqueeze(0),
+                    position_ids=positions[start:start + size].unsqueeze(0), use_cache=False)
+        parts.append(out.logits[0])
+        start += size
+    packed = torch.cat(parts) if len(parts) > 1 else parts[0]
     full = packed.new_zeros((*mask.shape, packed.shape[-1]))
     full[keep] = packed
     return full
+
+
+def pack_length(model: Any) -> int:
+    """Tokens per packed sequence: the dense mask's attention costs ~T/(6·hidden) of the linear
+    layers' FLOPs, so T = hidden/2 keeps it under ~8% (at least 128 tokens)."""
+    hidden = getattr(getattr(unwrap(model), "config", None), "hidden_size", None)
+    return max(128, int(hidden) // 2) if isinstance(hidden, int) else 256
+
+
+def _pack_sizes(lengths: Sequence[int], limit: int) -> list[int]:
+    """Token counts of consecutive row groups of at most ``limit`` tokens (a longer row stands alone)."""
+    sizes, current = [], 0
+    for n in lengths:
+        if current and current + n > limit:
+            sizes.append(current)
+            current = 0
+        current += n
+    if current:
+        sizes.append(current)
+    return sizes
 
 
 def _packing_verified(model: Any, v: Mapping[str, torch.Tensor]) -> bool:
     """Whether packed and padded forwards agree on this model (checked once per model, no grad).
 
     Not every architecture reads packed position ids as sequence boundaries; one that does not
-    would let rows attend to each other, so such a model keeps the padded forward.
+    would let rows attend to each other, so such a model keeps the padded forward. The check runs
+    on the view's first :data:`_CHECK_ROWS` rows (one-off work, a small share of a step).
     """
     verdict = _PACKING_OK.get(model)
     if verdict is None:
-        mask = v["attention_mask"]
+        mask = v["attention_mask"][:_CHECK_ROWS]
+        width = int(mask.sum(1).max())
+        mask, ids = mask[:, :width], v["input_ids"][:_CHECK_ROWS, :width]
         with torch.no_grad():
-            padded = model(input_ids=v["input_ids"], attention_mask=mask, use_cache=False).logits.float()
-            packed = packed_logits(model, v["input_ids"], mask).float()
+            padded = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+            packed = packed_logits(model, ids, mask).float()
         keep = mask.bool()
         scale = padded[keep].abs().max().clamp(min=1e-6)
         tolerance = 1e-3 if padded.dtype == torch.float32 and packed.dtype == torch.float32 else 3e-2
