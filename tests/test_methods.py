@@ -515,3 +515,11 @@ def test_packed_groups_give_the_padded_logits(model, monkeypatch):
     monkeypatch.setattr(base, "pack_length", lambda m: 6)  # several packed forwards
     got = packed_logits(model, v["input_ids"], v["attention_mask"])
     assert torch.allclose(got[keep].double(), logits_of(model, v)[keep], atol=1e-5)
+
+
+def test_packing_is_verified_under_bf16_autocast(model):
+    """The GPU path's mixed precision: bf16 rounding does not fail the once-per-model check."""
+    v = make_view(RETAIN)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16), packed_forward():
+        got = forward_logits(model, v)
+    assert (got[~v["attention_mask"].bool()] == 0).all()  # the packed path ran
