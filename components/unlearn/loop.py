@@ -317,8 +317,12 @@ class Trainer:
         return self.state.seconds_before + time.perf_counter() - self.started
 
     def run(self) -> dict[str, Any]:
-        """Cache, train to the end or to the stopping rule, probe, and finish (padding-free if set)."""
-        with packed_forward(self.cfg.pack_sequences):
+        """Cache, train to the end or to the stopping rule, probe, and finish (padding-free if set).
+
+        FSDP keeps padded forwards: every rank must run the same number of forwards (each one
+        all-gathers the layers), and the number of packed forwards follows each rank's lengths.
+        """
+        with packed_forward(self.cfg.pack_sequences and not self.fsdp):
             return self._run()
 
     def _run(self) -> dict[str, Any]:
