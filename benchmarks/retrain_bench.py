@@ -23,6 +23,7 @@ run's. Distances come from the first round (every run is seeded).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -117,8 +118,6 @@ def _by_preset(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    import json
-
     import torch
 
     torch.set_num_threads(threads())
@@ -128,8 +127,6 @@ def run() -> dict[str, Any]:
 
 def run_preset(preset: str) -> dict[str, Any]:
     """The exact path, the timed default method and every method's distance on one preset."""
-    import json
-
     from unlearnops.pipelines.run_request import DEFAULT_METHOD
 
     started = time.perf_counter()

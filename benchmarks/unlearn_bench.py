@@ -9,8 +9,9 @@
    and steps. Target (issue 15): NPO >= 1.2x the Trainer's tokens/s with the one-off caching
    counted on both sides (tokens / (step seconds + caching seconds)), at <= 1.0x its peak memory.
    Tokens are the batches' real (non-padding) tokens. The engine's loop runs padding-free
-   (``train.pack_sequences``: each view's rows packed into one sequence); the Trainer runs the
-   padded batches its collator builds, as a Trainer with a custom multi-view objective does.
+   (``train.pack_sequences``: each view's rows packed into sequences of <= hidden/2 tokens);
+   the Trainer runs the padded batches its collator builds, as a Trainer with a custom
+   multi-view objective does.
 2. Achieved FLOP/s ~= 6 x parameters x tokens/s (+2 x parameters per cached reference token)
    against this machine's dense fp32 matmul rate measured in the same run (``torch.mm``).
 3. Ray Train: 2 workers vs 1 on the same work (same global batch and steps) and the fixed cost of

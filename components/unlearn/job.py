@@ -53,8 +53,8 @@ class TrainConfig(BaseModel):
     autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 autocast on GPU only")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="dtype the weights are loaded in")
     compile: bool = Field(False, description="torch.compile the policy model")
-    pack_sequences: bool = Field(True, description="padding-free forward passes (rows packed into one "
-                                 "sequence) where the model is verified to support them")
+    pack_sequences: bool = Field(True, description="padding-free forward passes (rows packed into sequences "
+                                 "of <= hidden/2 tokens) where the model is verified to support them")
     eval_batch_size: int = Field(64, ge=1)
 
 

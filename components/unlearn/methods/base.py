@@ -157,7 +157,12 @@ def forward_logits(model: Any, v: Mapping[str, torch.Tensor]) -> torch.Tensor:
     mask = v["attention_mask"]
     if _PACKED.get() and not bool(mask.all()) and _right_padded(mask) and _packing_verified(model, v):
         return packed_logits(model, v["input_ids"], mask)
-    return model(input_ids=v["input_ids"], attention_mask=mask, use_cache=False).logits
+    return padded_logits(model, v["input_ids"], mask)
+
+
+def padded_logits(model: Any, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The plain forward: the padded batch with its attention mask."""
+    return model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
 
 
 def _right_padded(mask: torch.Tensor) -> bool:
@@ -225,8 +230,7 @@ def _packing_verified(model: Any, v: Mapping[str, torch.Tensor]) -> bool:
         width = int(mask.sum(1).max())
         mask, ids = mask[:, :width], v["input_ids"][:_CHECK_ROWS, :width]
         with torch.no_grad():
-            padded = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            packed = packed_logits(model, ids, mask)
+            padded, packed = padded_logits(model, ids, mask), packed_logits(model, ids, mask)
         exact = padded.dtype == torch.float32 and not torch.is_autocast_enabled(padded.device.type)
         padded, packed = padded.float(), packed.float()
         keep = mask.bool()
