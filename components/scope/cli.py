@@ -49,7 +49,9 @@ def resolve(
     max_share: float = typer.Option(0.2, "--max-share", help="refuse a request matching more of the corpus"),
     allow_large_scope: bool = typer.Option(False, "--allow-large-scope", help="accept over max-share"),
     seed: int = typer.Option(0, "--seed", help="sampling seed"),
-    parallel: str = typer.Option("auto", "--parallel", help="auto, ray or local"),
+    parallel: str = typer.Option("auto", "--parallel",
+                                 help="auto (worker processes from 64 MiB of shards, Ray from 2 GiB), "
+                                      "processes, ray or local"),
     fold_accents: bool | None = typer.Option(None, "--fold-accents/--no-fold-accents",
                                              help="names also match without accents ('Jose' finds "
                                                   "'José'); default: the match_fold_accents setting"),

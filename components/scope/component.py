@@ -7,7 +7,10 @@ from unlearnops.components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def resolve_scope_op(request_ids: list, corpus_uri: str, out_uri: str, allow_large_scope: bool = False,
                      retain_multiple: float = 2.0, seed: int = 0) -> str:
-    """Resolve the ledger's requests ``request_ids`` against ``corpus_uri``; returns the scope URI."""
+    """Resolve the ledger's requests ``request_ids`` against ``corpus_uri``; returns the scope URI.
+
+    Runs with ``parallel="auto"``: local worker processes (spawned, so safe in a task process that
+    has imported torch) from 64 MiB of shards, Ray from 2 GiB."""
     from unlearnops.components.scope.resolve import resolve_scope
 
     from unlearnops.ledger import Ledger

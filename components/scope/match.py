@@ -109,67 +109,68 @@ class Prefilter:
         for value in values:
             self.exact.extend(json_forms(value))
 
+    def holds(self, line: bytes) -> bool:
+        """Whether one line (no break) is a candidate: what :meth:`line_starts` finds, line by line."""
+        return self.full or any(t in line for t in self.exact) or (
+            bool(self.lower) and any(t in line.lower() for t in self.lower)) or (
+            self.unicode_lines and (not line.isascii() or b"\\u" in line))
+
+    def union(self, other: Prefilter) -> Prefilter:
+        """A prefilter whose candidates are the lines of either (one search finds both)."""
+        return Prefilter(exact=[*self.exact, *other.exact], lower=[*self.lower, *other.lower],
+                         full=self.full or other.full,
+                         unicode_lines=self.unicode_lines or other.unicode_lines)
+
     def line_starts(self, block: bytes) -> Iterator[int]:
         """Start offsets of the candidate lines of a block (sorted, unique)."""
         if self.full:
             raise RuntimeError("full prefilter: every line is a candidate")
         starts: set[int] = set()
-        for term in self.exact:
-            _add_lines(block, term, starts)
-        for term in self.lower:
-            _add_lines(block, term, starts, caseless=True)
+        if self.exact or self.lower:
+            _add_lines(block, tuple(self.exact), tuple(self.lower), starts)
         if self.unicode_lines:
             # C-speed tests first: most blocks have no non-ASCII byte and no backslash
             if not block.isascii():
-                _add_lines(block.translate(_FOLD), b"\x80", starts)
+                _add_lines(block.translate(_FOLD), (b"\x80",), (), starts)
             if b"\\" in block:
-                _add_lines(block, b"\\u", starts)
+                _add_lines(block, (b"\\u",), (), starts)
         return iter(sorted(starts))
 
 
-#: RE2's case-folded literal search runs at GB/s for up to this many bytes; ``bytes.find`` is often
-#: several times slower on JSON (its quotes and common letters defeat its skip table).
-ACCEL_BYTES = 8
+@functools.lru_cache(maxsize=256)
+def _alternation(exact: tuple[bytes, ...], lower: tuple[bytes, ...]) -> Any:
+    """One RE2 search for all the terms: ``exact`` case-sensitively, ``lower`` case-insensitively.
 
-
-@functools.lru_cache(maxsize=1024)
-def _accelerated(needle: bytes) -> Any:
-    """An ASCII-case-insensitive RE2 search for the literal ``needle`` (Unicode folding of RE2 only
-    adds hits, e.g. K/U+212A, which the caller's check drops)."""
+    Latin-1 mode, so every byte is one character and any bytes compile; the case folding of RE2
+    may only add hits (Latin-1 letter pairs such as ``Ã``/``ã``), which the caller's check drops.
+    One pass over a block whatever the number of terms (RE2's DFA), instead of one per term.
+    """
     import re2
 
     options = re2.Options()
     options.log_errors = False
-    return re2.compile(b"(?i)" + re2.escape(needle), options)
+    options.encoding = re2.Options.Encoding.LATIN1
+    parts = [b"(?-i:" + b"|".join(map(re2.escape, exact)) + b")"] if exact else []
+    parts += [b"(?i:" + b"|".join(map(re2.escape, lower)) + b")"] if lower else []
+    return re2.compile(b"|".join(parts), options)
 
 
-def _add_lines(hay: bytes, term: bytes, starts: set[int], caseless: bool = False) -> None:
-    """Add the start offset of every line of ``hay`` holding ``term`` (ASCII case ignored when
-    ``caseless``: ``term`` is lowercase). An ASCII term is found by :func:`_accelerated` on up to
-    :data:`ACCEL_BYTES` of it (past a leading quote, the commonest byte of JSON) and checked in
-    full where found; other terms by ``bytes.find``. Either search resumes after a found line."""
-    skip = 1 if term[:1] == b'"' and len(term) > 2 else 0
-    needle = term[skip:skip + ACCEL_BYTES]
-    if not needle or not term.isascii():
-        if caseless:
-            hay = hay.lower()
-        pos = hay.find(term)
-        while pos >= 0:
-            starts.add(hay.rfind(b"\n", 0, pos) + 1)
-            end = hay.find(b"\n", pos)
-            pos = hay.find(term, end + 1) if end >= 0 else -1
-        return
-    rx, size = _accelerated(needle), len(term)
+def _add_lines(hay: bytes, exact: tuple[bytes, ...], lower: tuple[bytes, ...], starts: set[int]) -> None:
+    """Add the start offset of every line of ``hay`` holding a term: one of ``exact`` as it is, or
+    one of ``lower`` (lowercase) with ASCII case ignored. Each hit of :func:`_alternation` is
+    checked against every term at its offset (a folding-only hit is skipped); the search resumes
+    after a found line."""
+    rx = _alternation(exact, lower)
     found = rx.search(hay)
     while found is not None:
-        pos = found.start() - skip
-        here = hay[pos:pos + size] if pos >= 0 else b""
-        if here == term or (caseless and here.lower() == term):
+        pos = found.start()
+        if any(hay.startswith(t, pos) for t in exact) or any(
+                hay[pos:pos + len(t)].lower() == t for t in lower):
             starts.add(hay.rfind(b"\n", 0, pos) + 1)
             end = hay.find(b"\n", pos)
             found = rx.search(hay, end + 1) if end >= 0 else None
         else:
-            found = rx.search(hay, found.start() + 1)
+            found = rx.search(hay, pos + 1)
 
 
 @dataclass

@@ -5,8 +5,9 @@ in the forget target (forget set, and its paraphrases), what is out of it (retai
 is out of it but close (neighbor set, to measure over-forgetting) and what was never trained on
 (holdout, the stand-in for a retrained model in membership inference).
 
-Two streaming passes over the shards, each shard at a time (in-process, or one Ray task per
-shard for large corpora — the same functions in :mod:`.scan`): pass 1 finds the matches and
+Two streaming passes over the shards, each shard at a time (in-process, over local worker
+processes with the driver taking its share (:mod:`.pool`), or one Ray task per shard for large
+corpora — the same functions in :mod:`.scan`, the same results): pass 1 finds the matches and
 counts lines; the driver then draws the seeded retain sample from the line counts alone, and
 pass 2 fetches the sampled lines, the out-of-scope general-knowledge facts and the neighbor
 candidates. Memory stays bounded by the sizes of the sets, never by the size of the corpus.
@@ -20,7 +21,6 @@ import hashlib
 import json
 import math
 import random
-import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -30,7 +30,8 @@ from unlearnops.settings import apply_runtime_env, get_settings, runtime_env
 from unlearnops.suppression import SuppressionList, unsuppressed
 from unlearnops.types import SCOPE_SETS, ForgetRequest, RequestKind, ScopeManifest, SetInfo, SourceShard
 
-from .match import Matcher, build_matcher, content_sha256, json_forms, words_regex
+from .match import Matcher, build_matcher, content_sha256, words_regex
+from .pool import ShardPool, cores
 from .scan import (
     NEIGHBOR_ATTRIBUTES,
     NeighborSpec,
@@ -38,16 +39,21 @@ from .scan import (
     ShardScan,
     collect_shard,
     hash_key,
+    read_sidecar,
+    rows_with,
     sample_lines,
     scan_shard,
     text_of,
 )
-from .shards import ScopeError, Shard, iter_blocks, iter_lines, lines_with_values, list_shards, parse_record
+from .shards import ScopeError, Shard, iter_lines, list_shards, parse_record
 
 __all__ = ["ScopeError", "resolve_scope", "read_set", "content_sha256"]
 
 #: ``parallel="auto"`` uses Ray from this corpus size on (bytes over all training shards).
 RAY_MIN_BYTES = 2 << 30
+#: ``parallel="auto"`` uses local worker processes from this corpus size on (below it, starting a
+#: worker, about 0.3 s, costs more than the shard work it takes over).
+PROCESSES_MIN_BYTES = 64 << 20
 #: extra sampled out-of-scope records ranked by TF-IDF when shared attributes give too few neighbors.
 LEXICAL_POOL = 300
 PEOPLE_FILE = "people.jsonl"
@@ -63,10 +69,12 @@ WRITTEN_SETS: tuple[str, ...] = (*SCOPE_SETS, *(() if RETAIN_EVAL in SCOPE_SETS 
 
 # ------------------------------------------------------------------ running shards
 class _Runner:
-    """Maps a per-shard function over shards in-process or as Ray tasks (starting Ray if needed)."""
+    """Maps a per-shard function over shards in-process, over local worker processes (with the
+    driver taking its share, :class:`.pool.ShardPool`) or as Ray tasks (starting Ray if needed)."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, workers: int = 0) -> None:
         self.mode = mode
+        self.pool = ShardPool(workers if mode == "processes" else 0)
         self._started = False
 
     def __enter__(self) -> _Runner:
@@ -82,27 +90,29 @@ class _Runner:
                     ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
                              log_to_driver=False)
                 self._started = True
+        self.pool.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.pool.close()
         if self._started:
             import ray
 
             ray.shutdown()
 
-    def map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> Iterator[Any]:
-        if self.mode != "ray":
-            for args in calls:
-                yield fn(*args)
+    def map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]], *, ray: bool = True) -> Iterator[Any]:
+        """``fn(*args)`` of each call, in order; ``ray=False`` keeps a Ray runner's calls in-process."""
+        if self.mode != "ray" or not ray:
+            yield from self.pool.map(fn, calls)
             return
-        import ray
+        import ray as ray_module
         from ray.exceptions import RayTaskError
 
-        remote = ray.remote(num_cpus=1)(fn)
+        remote = ray_module.remote(num_cpus=1)(fn)
         refs = [remote.remote(*args) for args in calls]
         for ref in refs:
             try:
-                yield ray.get(ref)
+                yield ray_module.get(ref)
             except RayTaskError as err:
                 cause = getattr(err, "cause", None)
                 raise (cause if isinstance(cause, ScopeError) else err) from None
@@ -119,48 +129,6 @@ def _progress(items: Iterable[Any], total: int, label: str, enabled: bool) -> It
 
 
 # ------------------------------------------------------------------ inputs
-def _rows_with(uri: str, rel: str, key: str, values: set[str]) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL side file whose string field ``key`` is one of ``values`` (streamed).
-
-    Per block, the lines whose ``"key"`` holds a wanted value are found vectorised
-    (:func:`.shards.lines_with_values`) or, for a block not in that plain form, by one regex pass
-    pulling every ``"key": "..."`` value out (C speed) and a set intersection; only those lines
-    are parsed.
-    """
-    shard = Shard(uri, rel, 0, "")
-    quick = re.compile(b'"' + key.encode() + rb'": "([^"\\]*)"')
-    loose = re.compile(b'"' + key.encode() + rb'"\s*:\s*"((?:[^"\\]|\\.)*)"')
-    wanted = {form[1:-1] for v in values for form in json_forms(v)}
-
-    def spans(block: bytes, lines: int) -> Iterator[tuple[int, int]]:
-        fast = lines_with_values(block, key, wanted)
-        if fast is not None:
-            yield from fast
-            return
-        found = quick.findall(block)
-        if len(found) < lines:
-            found = loose.findall(block)
-        for value in sorted(wanted.intersection(found)):
-            pos = block.find(b'"' + value + b'"')
-            while pos >= 0:
-                start, end = block.rfind(b"\n", 0, pos) + 1, block.find(b"\n", pos)
-                yield start, end
-                pos = block.find(b'"' + value + b'"', end)
-
-    base = 0
-    for block in iter_blocks(shard):
-        lines = block.count(b"\n")
-        for start, end in spans(block, lines):
-            try:
-                row = json.loads(block[start:end])
-            except ValueError as err:
-                lineno = base + block.count(b"\n", 0, start) + 1
-                raise ScopeError(f"{uri} line {lineno}: invalid JSON ({err})") from err
-            if isinstance(row, dict) and row.get(key) in values:
-                yield row
-        base += lines
-
-
 def _subject_names(corpus_uri: str, subject_ids: list[str]) -> dict[str, str]:
     """Names of the requested subject ids from the corpus's ``people.jsonl`` (if it has one)."""
     uri = storage.join(corpus_uri, PEOPLE_FILE)
@@ -168,7 +136,7 @@ def _subject_names(corpus_uri: str, subject_ids: list[str]) -> dict[str, str]:
         return {}
     wanted = set(subject_ids)
     return {str(row["subject_id"]): str(row["name"])
-            for row in _rows_with(uri, PEOPLE_FILE, "subject_id", wanted) if row.get("name")}
+            for row in rows_with(uri, PEOPLE_FILE, "subject_id", wanted) if row.get("name")}
 
 
 def _load_examples(req: ForgetRequest) -> list[dict[str, Any]]:
@@ -196,12 +164,22 @@ def _load_examples(req: ForgetRequest) -> list[dict[str, Any]]:
     return rows
 
 
+def _workers(shards: list[Shard]) -> int:
+    """Worker processes for ``parallel="processes"``: one per core and shard, less the driver's own."""
+    return max(min(cores(), len(shards)) - 1, 0)
+
+
 def _choose_mode(parallel: str, shards: list[Shard]) -> str:
-    if parallel not in {"auto", "ray", "local"}:
-        raise ScopeError(f"parallel must be auto, ray or local, not {parallel!r}")
+    """The runner mode: ``auto`` is Ray from :data:`RAY_MIN_BYTES`, worker processes from
+    :data:`PROCESSES_MIN_BYTES`, else in-process; ``processes`` with no worker to start (one core,
+    or one shard) is in-process."""
+    if parallel not in {"auto", "processes", "ray", "local"}:
+        raise ScopeError(f"parallel must be auto, processes, ray or local, not {parallel!r}")
+    size = sum(s.size for s in shards)
     if parallel == "auto":
-        return "ray" if len(shards) > 1 and sum(s.size for s in shards) >= RAY_MIN_BYTES else "local"
-    return parallel
+        parallel = ("ray" if len(shards) > 1 and size >= RAY_MIN_BYTES
+                    else "processes" if size >= PROCESSES_MIN_BYTES else "local")
+    return "local" if parallel == "processes" and not _workers(shards) else parallel
 
 
 def _check_options(requests: list[ForgetRequest], retain_multiple: float, neighbor_k: int | None,
@@ -322,14 +300,6 @@ def _holdout(corpus_uri: str, n: int, seed: int) -> tuple[list[dict[str, Any]], 
     return [t[3] for t in chosen], shards
 
 
-def _sidecar(corpus_uri: str, rel: str, ids: set[str]) -> dict[str, dict[str, Any]]:
-    """Rows of an ``eval/`` sidecar whose id is in ``ids`` (streamed, prefiltered)."""
-    uri = storage.join(corpus_uri, rel)
-    if not ids or not storage.exists(uri):
-        return {}
-    return {row["id"]: row for row in _rows_with(uri, rel, "id", ids)}
-
-
 def _general_text(corpus_uri: str) -> list[dict[str, Any]]:
     """The corpus's ``eval/general_text.jsonl`` (text about no one), empty when it has none."""
     uri = storage.join(corpus_uri, f"eval/{GENERAL_TEXT}.jsonl")
@@ -397,13 +367,41 @@ def read_set(scope_uri: str, name: str) -> list[dict[str, Any]]:
 read_manifest = documents.read_manifest
 
 
+def _forget_records(found: _Found, examples: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The forget set: matched records in corpus order, then the examples not matched (by id)."""
+    forget = [rec for _, _, rec in sorted(found.forget.values(), key=lambda t: t[:2])]
+    forget += [r for rows in examples.values() for r in rows if r["id"] not in found.forget]
+    return list({r["id"]: r for r in reversed(forget)}.values())[::-1]
+
+
+def _pick_sets(forget: list[dict[str, Any]], pools: _Pools, k: int, retain_sizes: tuple[int, int],
+               eval_sizes: tuple[int, int]) -> tuple[list[dict[str, Any]], ...]:
+    """(neighbor, retain-train, its hard negatives, retain-eval) from the merged pass-2 pools;
+    ``*_sizes`` are (set size, general facts in it)."""
+    forget_ids = {r["id"] for r in forget}
+    pools.neighbors, shared_train = split_candidates(pools.neighbors)
+    reserved = {rec["id"] for _, _, _, _, rec, _ in shared_train}  # the hard negatives, kept for training
+    neighbors, chosen = _pick_neighbors(forget, forget_ids | reserved, pools, k)
+    # general facts alternate between the two samples, so both hold some even when they are few
+    general_train, general_eval = pools.general[0::2], pools.general[1::2]
+    retain = _pick_retain(general_train, pools.sampled, forget_ids | chosen, *retain_sizes)
+    hard = [{**rec, "retain_reason": "hard_negative_" + "+".join(why)}
+            for _, _, _, _, rec, why in shared_train
+            if rec["id"] not in forget_ids | chosen | {r["id"] for r in retain}][:k]
+    retain += hard
+    retain_eval = _pick_retain(general_eval, pools.sampled, forget_ids | chosen | {r["id"] for r in retain},
+                               *eval_sizes)
+    return neighbors, retain, hard, retain_eval
+
+
 # ------------------------------------------------------------------ the step
 def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, *,
                   retain_multiple: float = 2.0, retain_eval_multiple: float | None = None,
                   neighbor_k: int | None = None, max_share: float = 0.2,
                   allow_large_scope: bool = False, seed: int = 0, general_share: float = 0.5,
                   parallel: str = "auto", progress: bool = False,
-                  fold_accents: bool | None = None) -> ScopeManifest:
+                  fold_accents: bool | None = None,
+                  worker_peaks: dict[int, int] | None = None) -> ScopeManifest:
     """Resolve ``requests`` against the corpus at ``corpus_uri`` and write the DataScope to ``out_uri``.
 
     Sizes: retain (the retain-train sample) = ceil(retain_multiple × |forget|), of which up to
@@ -411,8 +409,11 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
     retain, what utility is measured on) = ceil(retain_eval_multiple × |forget|) the same way
     (default: retain_multiple); neighbor = ``neighbor_k`` (default |forget|); holdout =
     |forget| QA records of ``holdout/`` when present. ``parallel``: ``auto`` (Ray from
-    :data:`RAY_MIN_BYTES`), ``ray`` or ``local``. ``fold_accents``: names also match with accents
-    dropped (default: the ``match_fold_accents`` setting). Raises :class:`ScopeError` on bad input.
+    :data:`RAY_MIN_BYTES`, worker processes from :data:`PROCESSES_MIN_BYTES`), ``processes``,
+    ``ray`` or ``local`` — the sets are the same whichever runs. ``fold_accents``: names also match
+    with accents dropped (default: the ``match_fold_accents`` setting). ``worker_peaks``, when
+    given, is filled with each worker process's peak RSS (KiB, by pid). Raises :class:`ScopeError`
+    on bad input.
     """
     fold = get_settings().match_fold_accents if fold_accents is None else fold_accents
     _check_options(requests, retain_multiple, neighbor_k, max_share, general_share)
@@ -422,22 +423,19 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
     if not shards:
         raise ScopeError(f"no *.jsonl or *.parquet shards at {corpus_uri}: point the corpus URI at the "
                          "folder holding the training shards (e.g. part-00000-of-00004.jsonl)")
-    subject_ids = sorted({s for r in requests if r.kind == RequestKind.subject
-                          for s in r.selectors.subject_ids})
-    names_of = _subject_names(corpus_uri, subject_ids)
-    examples = {i: _load_examples(r) for i, r in enumerate(requests) if r.kind == RequestKind.examples}
-    matcher: Matcher = build_matcher(requests, names_of, examples, fold_accents=fold)
     mode = _choose_mode(parallel, shards)
-    found = _Found(len(requests))
-    with _Runner(mode) as runner:
+    with _Runner(mode, _workers(shards)) as runner:  # workers start while the driver prepares
+        subject_ids = sorted({s for r in requests if r.kind == RequestKind.subject
+                              for s in r.selectors.subject_ids})
+        names_of = _subject_names(corpus_uri, subject_ids)
+        examples = {i: _load_examples(r) for i, r in enumerate(requests) if r.kind == RequestKind.examples}
+        matcher: Matcher = build_matcher(requests, names_of, examples, fold_accents=fold)
+        found = _Found(len(requests))
         results = runner.map(scan_shard, [(s, matcher) for s in shards])
         for index, scan in enumerate(_progress(results, len(shards), "scope: matching", progress)):
             found.add(index, scan)
         _check_scope(requests, found, examples, corpus_uri, max_share, allow_large_scope)
-        forget = [rec for _, _, rec in sorted(found.forget.values(), key=lambda t: t[:2])]
-        forget += [r for rows in examples.values() for r in rows if r["id"] not in found.forget]
-        forget = list({r["id"]: r for r in reversed(forget)}.values())[::-1]
-        forget_ids = {r["id"] for r in forget}
+        forget = _forget_records(found, examples)
         retain_k = math.ceil(retain_multiple * len(forget))
         k = len(forget) if neighbor_k is None else neighbor_k
         general_k = int(retain_k * general_share)
@@ -459,25 +457,19 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
         results = runner.map(collect_shard, calls)
         for index, got in enumerate(_progress(results, len(shards), "scope: sampling", progress)):
             pools.add(index, got)
-    pools.neighbors, shared_train = split_candidates(pools.neighbors)
-    reserved = {rec["id"] for _, _, _, _, rec, _ in shared_train}  # the hard negatives, kept for training
-    neighbors, chosen = _pick_neighbors(forget, forget_ids | reserved, pools, k)
-    # general facts alternate between the two samples, so both hold some even when they are few
-    general_train, general_eval = pools.general[0::2], pools.general[1::2]
-    retain = _pick_retain(general_train, pools.sampled, forget_ids | chosen, retain_k, general_k)
-    hard = [{**rec, "retain_reason": "hard_negative_" + "+".join(why)}
-            for _, _, _, _, rec, why in shared_train
-            if rec["id"] not in forget_ids | chosen | {r["id"] for r in retain}][:k]
-    retain += hard
-    retain_eval = _pick_retain(general_eval, pools.sampled, forget_ids | chosen | {r["id"] for r in retain},
-                               eval_k, general_eval_k)
-    holdout, holdout_shards = _holdout(corpus_uri, len(forget), seed)
-    # erased records (the suppression list) are never used again, not even as retain data
-    retain, retain_eval, neighbors, holdout, suppressed = _unsuppressed(retain, retain_eval, neighbors,
-                                                                        holdout)
-    qa_ids = {r["id"] for s in (forget, retain, retain_eval, neighbors, holdout)
-              for r in s if r.get("question") is not None}
-    para, pert = _sidecar(corpus_uri, PARAPHRASES, qa_ids), _sidecar(corpus_uri, PERTURBED, qa_ids)
+        neighbors, retain, hard, retain_eval = _pick_sets(forget, pools, k, (retain_k, general_k),
+                                                          (eval_k, general_eval_k))
+        holdout, holdout_shards = _holdout(corpus_uri, len(forget), seed)
+        # erased records (the suppression list) are never used again, not even as retain data
+        retain, retain_eval, neighbors, holdout, suppressed = _unsuppressed(retain, retain_eval,
+                                                                            neighbors, holdout)
+        qa_ids = {r["id"] for s in (forget, retain, retain_eval, neighbors, holdout)
+                  for r in s if r.get("question") is not None}
+        # the two sidecars at once (a worker reads one while the driver reads the other)
+        para, pert = runner.map(read_sidecar, [(corpus_uri, rel, qa_ids) for rel in (PARAPHRASES, PERTURBED)],
+                                ray=False)
+    if worker_peaks is not None:
+        worker_peaks.update(runner.pool.peaks)
     forget = _enrich(forget, para, pert)
     sets = {"forget": forget, "retain": _enrich(retain, para, pert),
             "neighbor": _enrich(neighbors, para, pert), "holdout": _enrich(holdout, para, pert),

