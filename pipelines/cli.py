@@ -159,6 +159,14 @@ def run_cmd(
                                        "lines (run-started, step-started, step-finished, run-finished)"),
 ) -> None:
     """Run the unlearning pipeline locally for REQUEST(s): scope, unlearn, evaluate, gate, promote."""
+    from unlearnops.cli import invocation
+
+    from . import warm_runner
+
+    if invocation[:1] == ["run"]:  # a warm server is up: the whole command runs in a fork of it
+        delegated = warm_runner.delegate(list(invocation))
+        if delegated is not None:
+            raise typer.Exit(delegated)
     from .local_runner import EventSink, prestart_warm_runner, run_local
 
     prestart_warm_runner()  # its imports overlap the checks below

@@ -327,15 +327,13 @@ def run_local(request: RunRequest, *, console: TextIO | None = sys.stderr, verbo
     """Run ``unlearn_on_request`` locally for ``request``; see :class:`LocalRun`.
 
     ``events``: step events as JSON lines (:class:`EventSink`), the last one ``run-finished``."""
-    from .options import CompileOptions
-    from .unlearn_on_request import build
+    from .local_pipeline import PIPELINE
 
     run_root = request.run_root or new_run_root()
     args = request.model_copy(update={"run_root": run_root}).arguments()
     if events:
         events.emit("run-started", run_root=run_root, request_ids=list(request.request_ids))
-    progress, log_file, wall = run_pipeline(build(CompileOptions.local()), args, console=console,
-                                            verbose=verbose, events=events)
+    progress, log_file, wall = run_pipeline(PIPELINE, args, console=console, verbose=verbose, events=events)
     code, word, message, versions, report = outcome(list(request.request_ids), run_root)
     if code == EXIT_ERROR and progress.failed_tasks:
         message += f" (failed task: {', '.join(progress.failed_tasks)}; log: {log_file})"

@@ -15,16 +15,25 @@ only *where* that command's Python runs:
 - For each task the server forks a child that does what the script does — writes the source to a
   fresh ``mktemp -d`` folder as ``ephemeral_component.py``, sets ``_KFP_RUNTIME=true`` and the task's
   environment, runs ``python -m kfp.dsl.executor_main`` with the task's arguments — with its output
-  on the socket. The exit status follows the output as a trailer carrying a per-task nonce.
+  on the socket. The child's first line acknowledges the task (its pid: the client forwards Ctrl-C
+  to it); its exit status follows the output as a trailer; both carry a per-task nonce.
 
-The server never runs task code itself, holds no threads and waits on children with pidfds, so
-every fork copies a clean, single-threaded process. ``UNLEARNOPS_WARM_RUNNER=0`` turns it off.
+The server stays up after the run that started it (``UNLEARNOPS_WARM_RUNNER_KEEP`` seconds idle,
+default :data:`DEFAULT_KEEP`; ``0``: it stops with its run), so later runs fork from it without
+paying its imports: one server per user and :func:`fingerprint` (interpreter, environment, the
+installed code's files), its socket in a folder only the user can enter. ``unlearnops run`` then
+hands its whole command to a fork of the server (:func:`delegate`), whose tasks go to the same
+server. The server never runs task code itself, holds no threads and no data of any run, and waits
+on children with pidfds, so every fork copies a clean, single-threaded process; a child whose
+client went away is terminated. ``UNLEARNOPS_WARM_RUNNER=0`` turns it all off.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import fcntl
+import hashlib
 import importlib
 import json
 import os
@@ -43,6 +52,14 @@ from pathlib import Path
 from typing import Any
 
 ENV_SWITCH = "UNLEARNOPS_WARM_RUNNER"
+#: seconds a server stays up with no task after its last one (0: it stops with the run that started it)
+KEEP_ENV = "UNLEARNOPS_WARM_RUNNER_KEEP"
+DEFAULT_KEEP = 600.0
+#: set in a delegated command's process: the socket of the server it was forked from
+SOCKET_ENV = "UNLEARNOPS_WARM_SOCKET"
+#: environment variables that differ between runs of one set-up and do not change what is imported
+_VOLATILE_ENV = frozenset({"TMPDIR", "TMP", "TEMP", "PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES",
+                           "PYTEST_CURRENT_TEST", SOCKET_ENV})
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 #: kfp's lightweight-component script (kfp.dsl.component_factory), with any python executable
 _SCRIPT = re.compile(
@@ -51,11 +68,23 @@ _SCRIPT = re.compile(
     r'(?:\\\s+)?"\$program_path/ephemeral_component\.py"\s+(?:\\\s+)?"\$@"\s*')
 #: always worth having warm: the executor and what the components' packages import at the top
 BASE_MODULES = (EXECUTOR_MODULE, "kfp.dsl", "torch", "transformers", "mlflow", "unlearnops.settings")
+#: what a delegated ``unlearnops run`` needs beyond the tasks' modules (the local pipeline, built)
+COMMAND_MODULES = ("kfp.local", "unlearnops.pipelines.local_runner", "unlearnops.pipelines.local_pipeline")
 READY = b"ready\n"
 
 
 def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").lower() not in ("0", "false", "no", "off")
+
+
+def keep_seconds() -> float:
+    """How long a server waits idle for the next run (``UNLEARNOPS_WARM_RUNNER_KEEP``; a value that
+    is not a number >= 0 keeps nothing: the server stops with its run)."""
+    try:
+        keep = float(os.environ.get(KEEP_ENV, DEFAULT_KEEP))
+    except ValueError:
+        return 0.0
+    return keep if keep >= 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -107,13 +136,21 @@ def pipeline_sources(pipeline: Any) -> list[str]:
 
 # ---------------------------------------------------------------- the server (its own process)
 def preload(modules: Iterable[str]) -> list[str]:
-    """Import what tasks will import; a module that fails to import is left to the task (listed)."""
+    """Import what tasks will import; a module that fails to import is left to the task (listed).
+
+    Then ``gc.freeze()``: what is imported moves to the collector's permanent generation, so a
+    child's collections never walk (and copy-on-write) the server's millions of objects — a full
+    ``gc.collect()`` in a task cost 0.5 s before (CPython docs: freeze before fork)."""
+    import gc
+
     failed = []
     for name in modules:
         try:
             importlib.import_module(name)
         except Exception:  # the task imports it again and reports the real error
             failed.append(name)
+    gc.collect()
+    gc.freeze()
     return failed
 
 
@@ -123,41 +160,74 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _run_task(request: dict[str, Any]) -> int:
-    """In the forked child: what kfp's script does, in this already-warm interpreter."""
-    import atexit
+def _enter(request: dict[str, Any]) -> None:
+    """In the forked child: the client's environment and folder, as a fresh process would have them."""
     import logging
-    import runpy
-    import traceback
 
-    warm = set(sys.modules)
     os.environ.clear()
     os.environ.update(request["env"])
-    os.environ["_KFP_RUNTIME"] = "true"
     os.chdir(request["cwd"])
     tempfile.tempdir = None  # TMPDIR is the task's
     if "unlearnops.settings" in sys.modules:  # settings read from the task's environment
         sys.modules["unlearnops.settings"].get_settings.cache_clear()
     logging.root.handlers.clear()  # the executor's basicConfig must take effect, as in a fresh process
-    program = Path(tempfile.mkdtemp())
-    (program / "ephemeral_component.py").write_text(request["source"], encoding="utf-8")
-    sys.argv = [EXECUTOR_MODULE, "--component_module_path", str(program / "ephemeral_component.py"),
-                *request["args"]]
+
+
+def _exit_code(exit_: SystemExit) -> int:
+    """The status a process exiting with ``exit_`` has (a message is printed, status 1)."""
+    if isinstance(exit_.code, int):
+        return exit_.code
+    if exit_.code is not None:
+        print(exit_.code, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _call(run: Callable[[], Any]) -> int:
+    """``run()`` as a process's main: its exit status, a traceback and 1 for an uncaught exception."""
+    import atexit
+    import traceback
+
     code = 0
     try:
-        runpy.run_module(EXECUTOR_MODULE, run_name="__main__", alter_sys=True)
+        run()
     except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-        if exit_.code is not None and not isinstance(exit_.code, int):
-            print(exit_.code, file=sys.stderr)
+        code = _exit_code(exit_)
     except BaseException:  # noqa: BLE001 - what an uncaught exception does: traceback, status 1
         traceback.print_exc()
         code = 1
     with contextlib.suppress(Exception):
         atexit._run_exitfuncs()
+    return code
+
+
+def _run_task(request: dict[str, Any]) -> int:
+    """In the forked child: what kfp's script does, in this already-warm interpreter."""
+    import runpy
+
+    warm = set(sys.modules)
+    _enter(request)
+    os.environ["_KFP_RUNTIME"] = "true"
+    sys.path[0] = request["cwd"]  # ``python -m`` in the task's folder puts it first
+    program = Path(tempfile.mkdtemp())
+    (program / "ephemeral_component.py").write_text(request["source"], encoding="utf-8")
+    sys.argv = [EXECUTOR_MODULE, "--component_module_path", str(program / "ephemeral_component.py"),
+                *request["args"]]
+    sys.modules.pop(EXECUTOR_MODULE, None)  # run as __main__ from its source, as ``python -m`` does
+    code = _call(lambda: runpy.run_module(EXECUTOR_MODULE, run_name="__main__", alter_sys=True))
     with contextlib.suppress(OSError):  # what this task still had to import: the next run preloads it
         Path(request["modules_out"]).write_text("\n".join(sorted(learnable(set(sys.modules) - warm))))
     return code
+
+
+def _run_command(request: dict[str, Any]) -> int:
+    """In the forked child: ``unlearnops ARGS…`` (:func:`delegate`); its tasks go to this server."""
+    _enter(request)
+    os.environ[SOCKET_ENV] = request["socket"]
+    sys.argv = ["unlearnops", *request["command"]]
+    from unlearnops.cli import main as cli_main
+
+    return _call(lambda: cli_main(list(request["command"])))
 
 
 #: never preloaded from what tasks imported: modules whose import may start threads or connect
@@ -171,7 +241,7 @@ def learnable(names: Iterable[str]) -> list[str]:
 
 
 def _child(conn: socket.socket, request: dict[str, Any]) -> None:
-    """The forked child: stdio on the connection, run the task, exit with its status."""
+    """The forked child: stdio on the connection, acknowledge, run the task, exit with its status."""
     fd = conn.fileno()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -184,7 +254,8 @@ def _child(conn: socket.socket, request: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     code = 1
     try:
-        code = _run_task(request)
+        sys.stdout.write(f"{started(request['nonce'])}{os.getpid()}\n")
+        code = _run_command(request) if "command" in request else _run_task(request)
     finally:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
@@ -203,11 +274,21 @@ def _read_request(conn: socket.socket) -> dict[str, Any]:
     return request
 
 
-def serve(socket_path: str, ready_fd: int, lifeline_fd: int) -> None:
-    """Fork a child per task until SIGTERM or the client's end of ``lifeline_fd`` closes (the client
-    exited): the children are terminated too."""
+def _same_file(path: str, inode: int) -> bool:
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
+
+
+def serve(socket_path: str, ready_fd: int, lifeline_fd: int, keep: float = 0.0) -> None:
+    """Fork a child per task until SIGTERM, the client's end of ``lifeline_fd`` closes (the client
+    exited; ``-1``: no lifeline), or — when ``keep`` > 0 — ``keep`` seconds pass with no child
+    running, its socket file is removed or replaced, or it is retired (then once no child runs).
+    Children are terminated when the server stops, and each when its own client goes away."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(socket_path)
+    inode = os.stat(socket_path).st_ino
     server.listen(16)
     running: dict[int, tuple[int, socket.socket, str]] = {}  # pidfd -> (pid, connection, nonce)
 
@@ -215,81 +296,250 @@ def serve(socket_path: str, ready_fd: int, lifeline_fd: int) -> None:
         for pid, _conn, _nonce in running.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        if _same_file(socket_path, inode):
+            with contextlib.suppress(OSError):
+                os.unlink(socket_path)
         os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the children; the client stops us
     selector = selectors.DefaultSelector()
-    selector.register(server, selectors.EVENT_READ, "accept")
-    selector.register(lifeline_fd, selectors.EVENT_READ, "lifeline")
+    selector.register(server, selectors.EVENT_READ, ("accept", None))
+    if lifeline_fd >= 0:
+        selector.register(lifeline_fd, selectors.EVENT_READ, ("lifeline", None))
     _write_all(ready_fd, READY)
     os.close(ready_fd)
+    idle_since, retiring = time.monotonic(), False
     while True:
-        for key, _ in selector.select():
-            if key.data == "lifeline":
+        if keep > 0 and not running and (retiring or time.monotonic() - idle_since > keep
+                                         or not _same_file(socket_path, inode)):
+            stop()
+        for key, _ in selector.select(max(0.5, keep / 10) if keep > 0 else None):
+            kind, pidfd = key.data
+            if kind == "lifeline":
                 stop()
-            if key.data == "accept":
+            elif kind == "accept":
                 conn, _addr = server.accept()
                 try:
                     request = _read_request(conn)
                 except (ConnectionError, ValueError):
                     conn.close()
                     continue
+                if "retire" in request:  # a server for newer code took over: stop when idle
+                    retiring = True
+                    conn.close()
+                    continue
                 if "preload" in request:  # more modules to have warm (the pipeline's, once known)
                     preload(request["preload"])
                     conn.close()
+                    idle_since = time.monotonic()
                     continue
+                request["socket"] = socket_path
                 pid = os.fork()
                 if pid == 0:
                     server.close()
                     for _pid, other, _nonce in running.values():
                         other.close()
                     _child(conn, request)
-                pidfd = os.pidfd_open(pid)
-                running[pidfd] = (pid, conn, request["nonce"])
-                selector.register(pidfd, selectors.EVENT_READ, "child")
+                child = os.pidfd_open(pid)
+                running[child] = (pid, conn, request["nonce"])
+                selector.register(child, selectors.EVENT_READ, ("child", child))
+                selector.register(conn, selectors.EVENT_READ, ("client", child))
+            elif kind == "client":  # the client sends nothing after its request: this is its exit
+                pid, conn, _nonce = running[pidfd]
+                selector.unregister(conn)
+                with contextlib.suppress(OSError):
+                    if not conn.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK):
+                        os.kill(pid, signal.SIGTERM)
             else:
-                pidfd = key.fd
                 selector.unregister(pidfd)
                 pid, conn, nonce = running.pop(pidfd)
+                with contextlib.suppress(KeyError, ValueError):
+                    selector.unregister(conn)
                 os.close(pidfd)
                 _, status = os.waitpid(pid, 0)
                 code = os.waitstatus_to_exitcode(status)
                 with contextlib.suppress(OSError):
                     conn.sendall(f"\n{trailer(nonce)}{code}\n".encode())
                 conn.close()
+                idle_since = time.monotonic()
 
 
 def trailer(nonce: str) -> str:
     return f"\x00unlearnops-warm-exit {nonce} "
 
 
+def started(nonce: str) -> str:
+    return f"\x00unlearnops-warm-start {nonce} "
+
+
+# ---------------------------------------------------------------- finding the shared server
+def _code_roots() -> list[str]:
+    """The folders of the installed unlearnops code (core, components, pipelines)."""
+    import importlib.util
+
+    roots: list[str] = []
+    for name in ("unlearnops", "unlearnops.components", "unlearnops.pipelines"):
+        with contextlib.suppress(ImportError, ValueError):
+            spec = importlib.util.find_spec(name)
+            roots += list(spec.submodule_search_locations or []) if spec else []
+    return sorted(set(roots))
+
+
+def fingerprint(env: dict[str, str] | None = None) -> str:
+    """What a warm server's imports depend on: the interpreter, the environment (less
+    :data:`_VOLATILE_ENV`; hashed, never stored), the import path and the distributions installed on
+    it (names with versions) — the set-up — then every ``.py`` file of the unlearnops code (path,
+    size, mtime): ``SETUP-CODE``. A server serves only clients with its fingerprint."""
+    env = dict(os.environ if env is None else env)
+    digest = hashlib.sha256(f"{sys.executable}\0{sys.version}\0".encode())
+    code = hashlib.sha256()
+    for key in sorted(env):
+        if key not in _VOLATILE_ENV and not key.startswith("UNLEARNOPS_WARM_"):
+            digest.update(f"{key}={env[key]}\0".encode())
+    for entry in sys.path[1:]:  # the folders (not the script's), and the distributions installed there
+        digest.update(f"{entry}\0".encode())
+        if entry.endswith("-packages"):
+            with contextlib.suppress(OSError):
+                names = sorted(n for n in os.listdir(entry) if n.endswith(".dist-info"))
+                digest.update(" ".join(names).encode())
+    for root in _code_roots():
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(f for f in files if f.endswith(".py")):
+                with contextlib.suppress(OSError):
+                    info = os.stat(os.path.join(folder, name))
+                    code.update(f"{folder}/{name}:{info.st_size}:{info.st_mtime_ns}\0".encode())
+    return f"{digest.hexdigest()[:12]}-{code.hexdigest()[:12]}"
+
+
+def server_folder() -> Path | None:
+    """``/tmp/uo-warm-<uid>``: this user's servers' sockets (mode 0700; None when it is not safe to
+    use — another owner, or open to others: whoever can connect runs code as the user)."""
+    folder = Path("/tmp") / f"uo-warm-{os.getuid()}"  # AF_UNIX paths are short: not under TMPDIR
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    try:
+        info = folder.lstat()
+    except OSError:
+        return None
+    import stat
+
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return folder
+
+
+def _retire_others(folder: Path, name: str) -> None:
+    """Servers of this set-up with older code stop once their running tasks end (``retire``)."""
+    setup = name.split("-")[0]
+    for other in folder.glob(f"{setup}-*.sock"):
+        conn = None if other.name == f"{name}.sock" else _connect(str(other))
+        if conn is not None:
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(b'{"retire": true}\n')
+
+
+def retire_all() -> int:
+    """Every staying server of this user stops once its running tasks end; how many were asked."""
+    folder = server_folder()
+    asked = 0
+    for path in folder.glob("*.sock") if folder else []:
+        conn = _connect(str(path))
+        if conn is not None:
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(b'{"retire": true}\n')
+                asked += 1
+    return asked
+
+
+def _connect(socket_path: str) -> socket.socket | None:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(socket_path)
+    except OSError:
+        conn.close()
+        return None
+    return conn
+
+
 # ---------------------------------------------------------------- the client (the run's process)
 class WarmPool:
-    """The server process for one local run; :meth:`run` sends it a task, :meth:`close` stops it.
+    """A server the run's tasks go to; :meth:`run` sends it a task, :meth:`close` is the run's end.
 
-    ``profile``: a file of module names that earlier runs' tasks imported beyond the server's; they
-    are preloaded too, and what this run's tasks import is added to it on :meth:`close`.
+    Made by :meth:`start` (a new server: the run's own, or — with ``keep`` > 0 — one that stays for
+    later runs) or :meth:`attach` (one already up). ``profile``: a file of module names that earlier
+    runs' tasks imported beyond the server's; a new server preloads them, and what this run's tasks
+    import is added to it (and sent to a staying server) on :meth:`close`.
     """
 
-    def __init__(self, modules: Iterable[str], log_folder: Path, profile: Path | None = None):
+    def __init__(self, socket_path: str, profile: Path | None = None,
+                 process: subprocess.Popen[bytes] | None = None, ready_fd: int = -1,
+                 lifeline: int = -1, folder: Path | None = None, lock: int = -1) -> None:
+        self.socket_path = socket_path
         self.profile = profile
+        self.process = process  # the server, when this pool started it
+        self.ready_fd, self.lifeline, self.folder, self.lock = ready_fd, lifeline, folder, lock
+        self.ready: bool | None = None if ready_fd >= 0 else True
         self.learned: set[str] = set()
-        modules = [*modules, *read_profile(profile)]
-        self.folder = Path(tempfile.mkdtemp(prefix="uo-warm-", dir="/tmp"))  # AF_UNIX: short path
-        self.socket_path = str(self.folder / "s")
+        self.log: Any = None
+
+    @classmethod
+    def start(cls, modules: Iterable[str], log_folder: Path, profile: Path | None = None,
+              keep: float = 0.0, socket_path: str | None = None, lock: int = -1) -> WarmPool:
+        """Start a server that imports ``modules`` (and the profile's); with ``keep`` == 0 it stops
+        with this process (a lifeline pipe), else it outlives it, in its own session."""
+        folder = None
+        if socket_path is None:
+            folder = Path(tempfile.mkdtemp(prefix="uo-warm-", dir="/tmp"))  # AF_UNIX: short path
+            socket_path = str(folder / "s")
         log_folder.mkdir(parents=True, exist_ok=True)
-        self.log = (log_folder / "warm-runner.log").open("ab")
+        log = (log_folder / "warm-runner.log").open("ab")
         read_fd, write_fd = os.pipe()
-        lifeline, self.lifeline = os.pipe()  # the server stops when this process's end closes
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, self.socket_path, str(write_fd), str(lifeline),
-             *dict.fromkeys(modules)],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, pass_fds=(write_fd, lifeline))
-        os.close(write_fd)
-        os.close(lifeline)
-        self.ready_fd = read_fd
-        self.ready: bool | None = None
+        lifeline, own_end = os.pipe() if keep <= 0 else (-1, -1)
+        fds = (write_fd, lifeline) if keep <= 0 else (write_fd,)
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__, socket_path, str(write_fd), str(lifeline), str(keep),
+             *dict.fromkeys([*modules, *read_profile(profile)])],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=fds, start_new_session=keep > 0)
+        for fd in fds:
+            os.close(fd)
+        pool = cls(socket_path, profile, process, read_fd, own_end, folder, lock)
+        pool.log = log
+        return pool
+
+    @classmethod
+    def attach(cls, socket_path: str, profile: Path | None = None) -> WarmPool | None:
+        """The server listening on ``socket_path``, or None when none answers there."""
+        conn = _connect(socket_path)
+        if conn is None:
+            return None
+        conn.close()
+        return cls(socket_path, profile)
+
+    @classmethod
+    def shared(cls, modules: Iterable[str], log_folder: Path, profile: Path | None = None,
+               keep: float = DEFAULT_KEEP) -> WarmPool | None:
+        """This user's staying server for :func:`fingerprint`: attached, or started (one starter at a
+        time: the others wait on its lock until it is ready). None when it is not safe to share."""
+        folder = server_folder()
+        if folder is None:
+            return None
+        base = folder / fingerprint()
+        lock = os.open(f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released by close(), or when the ready wait ends
+        pool = cls.attach(f"{base}.sock", profile)
+        if pool is not None:
+            os.close(lock)
+            return pool
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{base}.sock")  # a server that died left it behind
+        _retire_others(folder, base.name)
+        return cls.start(modules, log_folder, profile, keep, f"{base}.sock", lock)
+
+    @property
+    def server_pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     def wait_ready(self, timeout: float = 120.0) -> bool:
         """True once the server has imported its modules and listens (False when it died)."""
@@ -300,24 +550,36 @@ class WarmPool:
             selector.close()
             os.close(self.ready_fd)
             self.ready = got == READY
+            self._unlock()
         return self.ready
 
+    def _unlock(self) -> None:
+        if self.lock >= 0:
+            os.close(self.lock)
+            self.lock = -1
+
+    def alive(self) -> bool:
+        return self.process is None or self.process.poll() is None
+
     def run(self, task: TaskCommand, env: dict[str, str], echo: Callable[[str], None]) -> int | None:
-        """Run ``task`` in a fork of the server; its output through ``echo``. None: the server is gone."""
-        if not self.wait_ready() or self.process.poll() is not None:
+        """Run ``task`` in a fork of the server; its output through ``echo``. None: the server is gone
+        (or did not take the task)."""
+        if not self.wait_ready() or not self.alive():
             return None
         nonce = secrets.token_hex(8)
-        modules_out = self.folder / f"{nonce}.modules"
+        modules_out = Path(tempfile.gettempdir()) / f"uo-warm-{nonce}.modules"
         request = {"source": task.source, "args": task.args, "env": env, "cwd": os.getcwd(), "nonce": nonce,
                    "modules_out": str(modules_out)}
-        conn = self._send(request)
-        if conn is None:
-            return None
-        code = _relay(conn, trailer(nonce), echo)
+        code = self.send(request, echo)
         with contextlib.suppress(OSError):
             self.learned.update(modules_out.read_text().split())
             modules_out.unlink()
         return code
+
+    def send(self, request: dict[str, Any], echo: Callable[[str], None]) -> int | None:
+        """Send a task or command request; relay its output; its exit status (None: not taken)."""
+        conn = self._send(request)
+        return None if conn is None else _relay(conn, request["nonce"], echo)
 
     def preload(self, modules: Iterable[str]) -> None:
         """Ask the server to import ``modules`` too (before the tasks that follow)."""
@@ -328,9 +590,10 @@ class WarmPool:
             conn.close()
 
     def _send(self, request: dict[str, Any]) -> socket.socket | None:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn = _connect(self.socket_path)
+        if conn is None:
+            return None
         try:
-            conn.connect(self.socket_path)
             conn.sendall(json.dumps(request).encode() + b"\n")
         except OSError:
             conn.close()
@@ -338,10 +601,14 @@ class WarmPool:
         return conn
 
     def close(self) -> None:
+        """The run's end: a server of this run stops; a staying one gets what the tasks learned."""
+        staying = self.lifeline < 0 and self.folder is None
+        if staying and self.learned and self.ready is not False:
+            self.preload(learnable(self.learned))
         if self.lifeline >= 0:
             os.close(self.lifeline)
             self.lifeline = -1
-        if self.process.poll() is None:
+        if self.process is not None and not staying and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
@@ -351,12 +618,15 @@ class WarmPool:
         if self.ready is None:
             os.close(self.ready_fd)
             self.ready = False
-        self.log.close()
+        self._unlock()
+        if self.log is not None:
+            self.log.close()
         if self.profile is not None and self.learned:
             write_profile(self.profile, self.learned)
-        import shutil
+        if self.folder is not None:
+            import shutil
 
-        shutil.rmtree(self.folder, ignore_errors=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def read_profile(profile: Path | None) -> list[str]:
@@ -376,21 +646,49 @@ def write_profile(profile: Path, modules: Iterable[str]) -> None:
     os.replace(tmp, profile)
 
 
-def _relay(conn: socket.socket, tail: str, echo: Callable[[str], None]) -> int:
-    """Echo the task's output line by line until its trailer; the exit status (1 when it vanished)."""
+def _forward_interrupt(pid: int) -> None:
+    """Ctrl-C reaches a staying server's child (another session) only through its client."""
+    with contextlib.suppress(OSError):
+        if os.getpgid(pid) != os.getpgrp():
+            os.kill(pid, signal.SIGINT)
+
+
+def _relay(conn: socket.socket, nonce: str, echo: Callable[[str], None]) -> int | None:
+    """Echo the task's output line by line until its trailer; the exit status (1 when it vanished,
+    None when it never acknowledged the task). Ctrl-C is forwarded to the task, then re-raised."""
+    head, tail = started(nonce), trailer(nonce)
+    interrupted = False
     with conn, conn.makefile("r", encoding="utf-8", errors="replace", newline="\n") as stream:
+        try:
+            first = stream.readline()
+        except OSError:
+            return None
+        if not first.startswith(head):
+            return None
+        pid = int(first[len(head):].strip())
         previous: str | None = None
-        for line in stream:
-            if line.startswith(tail):
-                if previous not in (None, "\n"):
-                    echo(previous)
-                return int(line[len(tail):].strip())
-            if previous is not None:
-                echo(previous)
-            previous = line
+        code = 1
+        while True:
+            try:
+                for line in stream:
+                    if line.startswith(tail):
+                        if previous not in (None, "\n"):
+                            echo(previous)
+                        previous = None
+                        code = int(line[len(tail):].strip())
+                        break
+                    if previous is not None:
+                        echo(previous)
+                    previous = line
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                _forward_interrupt(pid)
         if previous is not None:
             echo(previous)
-    return 1
+    if interrupted:
+        raise KeyboardInterrupt
+    return code
 
 
 _started: WarmPool | None = None
@@ -400,28 +698,58 @@ def available() -> bool:
     return enabled() and hasattr(os, "pidfd_open")
 
 
+def _pool(log_folder: Path, profile: Path | None) -> WarmPool | None:
+    """The server this process's tasks go to: the one it was forked from (a delegated command), a
+    staying shared one, or one of its own (``keep`` 0, or sharing not safe)."""
+    if os.environ.get(SOCKET_ENV):
+        return WarmPool.attach(os.environ[SOCKET_ENV], profile)
+    keep = keep_seconds()
+    pool = WarmPool.shared((*BASE_MODULES, *COMMAND_MODULES), log_folder, profile, keep) if keep > 0 else None
+    return pool or WarmPool.start(BASE_MODULES, log_folder, profile)
+
+
 def prestart(log_folder: Path, profile: Path | None = None) -> None:
-    """Start the server now, so its imports overlap the caller's own work; :func:`patched` uses it."""
+    """Start (or find) the server now, so its imports overlap the caller's own work; :func:`patched`
+    uses it."""
     global _started
     if available() and _started is None:
-        _started = WarmPool(BASE_MODULES, log_folder, profile)
+        _started = _pool(log_folder, profile)
         import atexit
 
         atexit.register(_close_unused)
 
 
 def _close_unused() -> None:
-    """A prestarted server no run took (the caller exited early) is stopped at exit."""
+    """A prestarted server no run took (the caller exited early) is released at exit."""
     global _started
     if _started is not None:
         _started.close()
         _started = None
 
 
+def delegate(command: list[str], echo: Callable[[str], None] | None = None) -> int | None:
+    """Run ``unlearnops COMMAND…`` in a fork of this user's staying server, when one with this
+    process's fingerprint is up (its imports are already paid); its exit status, or None — not
+    delegated (none is up, or the warm runner is off, or this process is such a fork): run here."""
+    if not available() or keep_seconds() <= 0 or os.environ.get(SOCKET_ENV) or not command:
+        return None
+    folder = server_folder()
+    pool = WarmPool.attach(str(folder / f"{fingerprint()}.sock")) if folder else None
+    if pool is None:
+        return None
+    env = dict(os.environ)
+    if sys.stderr.isatty():  # the fork writes to a socket: keep the terminal's width and colours
+        env.setdefault("COLUMNS", str(os.get_terminal_size(sys.stderr.fileno()).columns))
+        env.setdefault("FORCE_COLOR", "1")
+    request = {"command": command, "env": env, "cwd": os.getcwd(), "nonce": secrets.token_hex(8)}
+    return pool.send(request, echo or (lambda line: print(line, end="", file=sys.stderr, flush=True)))
+
+
 @contextlib.contextmanager
 def patched(pipeline: Any, log_folder: Path, profile: Path | None = None) -> Iterator[WarmPool | None]:
     """For the duration, kfp.local's subprocess tasks run in forks of a warm :class:`WarmPool`
-    (the one :func:`prestart` started, else a new one); it is stopped afterwards."""
+    (the one :func:`prestart` found or started, else one found or started now); a server of this run
+    is stopped afterwards, a staying one is not."""
     global _started
     if not available():
         yield None
@@ -430,7 +758,10 @@ def patched(pipeline: Any, log_folder: Path, profile: Path | None = None) -> Ite
 
     pool, _started = _started, None
     if pool is None:
-        pool = WarmPool(BASE_MODULES, log_folder, profile)
+        pool = _pool(log_folder, profile)
+    if pool is None:
+        yield None
+        return
     pool.preload(component_imports(pipeline_sources(pipeline)))
     original = handler.run_local_subprocess
 
@@ -452,14 +783,16 @@ def patched(pipeline: Any, log_folder: Path, profile: Path | None = None) -> Ite
 
 
 def main(argv: list[str]) -> None:
-    """``python -m unlearnops.pipelines.warm_runner SOCKET READY_FD LIFELINE_FD MODULE…`` (by WarmPool)."""
-    started = time.monotonic()
-    socket_path, ready_fd, lifeline_fd, modules = argv[0], int(argv[1]), int(argv[2]), argv[3:]
+    """``python -m unlearnops.pipelines.warm_runner SOCKET READY_FD LIFELINE_FD KEEP MODULE…``."""
+    started_at = time.monotonic()
+    socket_path, ready_fd, lifeline_fd, keep = argv[0], int(argv[1]), int(argv[2]), float(argv[3])
+    modules = argv[4:]
     failed = preload(modules)
     left = f" (left to the tasks: {', '.join(failed)})" if failed else ""
+    stays = f", staying {keep:.0f}s idle" if keep > 0 else ""
     print(f"warm runner {os.getpid()}: imported {len(modules) - len(failed)} modules in "
-          f"{time.monotonic() - started:.1f}s{left}", flush=True)
-    serve(socket_path, ready_fd, lifeline_fd)
+          f"{time.monotonic() - started_at:.1f}s{left}{stays}", flush=True)
+    serve(socket_path, ready_fd, lifeline_fd, keep)
 
 
 if __name__ == "__main__":

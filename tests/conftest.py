@@ -19,6 +19,9 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # the keyed-hash key of evidence (tests that need the key file made under a home unset it)
 os.environ.setdefault("UNLEARNOPS_HASH_SECRET", "test-installation-secret")
+# each local pipeline run's warm server stops with it: no staying servers (one per test home) pile
+# up; tests/test_warm_runner.py turns staying on where it is tested
+os.environ.setdefault("UNLEARNOPS_WARM_RUNNER_KEEP", "0")
 # one warm-runner profile for every test's home: later local pipeline runs start warm (issue 15)
 os.environ.setdefault("UNLEARNOPS_WARM_PROFILE", os.path.join(
     os.environ.get("TMPDIR", "/tmp"), f"unlearnops-test-warm-modules-{os.getuid()}.txt"))

@@ -110,3 +110,81 @@ def test_switched_off_or_unknown_commands_run_as_kfp_does(kfp_roots: Path, monke
         out = branching(n=2)
     fallback = json.loads(out.output)
     assert fallback["ppid"] != pool.process.pid and not fallback["torch"]
+
+
+def test_fingerprint_follows_the_environment_not_its_volatile_parts() -> None:
+    env = {"PATH": "/usr/bin", "UNLEARNOPS_HOME": "/a", "TMPDIR": "/t1"}
+    same = warm_runner.fingerprint(env)
+    assert warm_runner.fingerprint({**env, "TMPDIR": "/t2", warm_runner.KEEP_ENV: "5"}) == same
+    other = warm_runner.fingerprint({**env, "UNLEARNOPS_HOME": "/b"})
+    assert other != same and other.split("-")[1] == same.split("-")[1]  # same code, other set-up
+
+
+def _gone(pid: int, seconds: float = 15.0) -> bool:
+    import os
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def staying(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Staying servers on, in a set-up of this test's own (its env var), retired afterwards."""
+    monkeypatch.setenv(warm_runner.KEEP_ENV, "30")
+    monkeypatch.setenv("WARM_TEST_SETUP", tmp_path.name)
+    yield
+    warm_runner.retire_all()
+
+
+def test_a_staying_server_serves_later_runs_then_retires(kfp_roots: Path, staying, capfd) -> None:
+    import json
+    import stat
+
+    with warm_runner.patched(branching, kfp_roots) as pool:
+        first = json.loads(branching(n=2).output)
+    server = pool.process
+    assert server is not None and server.poll() is None  # it stays after the run
+    folder = warm_runner.server_folder()
+    assert folder is not None and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert Path(pool.socket_path).parent == folder
+    with warm_runner.patched(branching, kfp_roots) as again:
+        second = json.loads(branching(n=2).output)
+    assert again.process is None  # attached, not started
+    assert first["ppid"] == second["ppid"] == server.pid and second["torch"]
+    # a command handed to the server runs there: its output and exit status come back
+    lines: list[str] = []
+    assert warm_runner.delegate(["--help"], lines.append) == 0
+    assert "Usage" in "".join(lines)
+    assert warm_runner.delegate(["no-such-command"], lines.append) == 2
+    assert warm_runner.retire_all() >= 1
+    server.wait(timeout=15)
+    assert not Path(pool.socket_path).exists()
+    assert warm_runner.delegate(["--help"], lines.append) is None  # none up: the caller runs it
+
+
+def test_a_task_whose_client_goes_away_is_stopped(tmp_path: Path) -> None:
+    import os
+
+    pool = warm_runner.WarmPool.start(["kfp.dsl.executor_main"], tmp_path)
+    try:
+        assert pool.wait_ready()
+        request = {"source": "import time\ntime.sleep(120)\n", "env": dict(os.environ), "cwd": str(tmp_path),
+                   "args": ["--executor_input", "{}", "--function_to_execute", "f"], "nonce": "n1",
+                   "modules_out": str(tmp_path / "modules")}
+        conn = pool._send(request)
+        assert conn is not None
+        head = conn.makefile("r").readline()
+        assert head.startswith(warm_runner.started("n1"))
+        pid = int(head.split()[-1])
+        conn.close()  # the client is gone (killed, Ctrl-C'd): its task must not run on
+        assert _gone(pid)
+        assert pool.process.poll() is None  # the server itself carries on
+    finally:
+        pool.close()

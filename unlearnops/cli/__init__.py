@@ -70,14 +70,20 @@ def settings_problem() -> str:
     return ""
 
 
-def main() -> None:
+#: the arguments :func:`main` was called with (a command may hand itself on as it was given)
+invocation: list[str] = []
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``unlearnops ARGS…`` (``argv``, default ``sys.argv[1:]``); exits with the command's status."""
+    invocation[:] = sys.argv[1:] if argv is None else list(argv)
     apply_runtime_env()
     problem = settings_problem()
     if problem:
         sys.exit(fail(problem).exit_code)
     _load_plugins()
     try:
-        app()
+        app(args=list(invocation), prog_name="unlearnops")
     except KeyboardInterrupt:
         sys.exit(130)
 
