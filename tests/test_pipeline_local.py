@@ -237,3 +237,37 @@ def test_failed_step_marks_request_failed(stack: dict[str, str], tmp_path: Path)
     assert req.status == RequestStatus.failed
     assert "at step resolve_scope" in req.history[-1].reason
     assert _champion_version() == str(stack["base_version"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # model build + full local runs; slow on a loaded machine
+def test_cli_run_hands_itself_to_the_staying_warm_server(stack: dict[str, str], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """With staying servers on, the first ``unlearnops run`` starts one; the next runs in a fork of it."""
+    import os
+    import subprocess
+    import sys
+
+    from unlearnops.pipelines import warm_runner
+    from unlearnops.pipelines.local_runner import kfp_root
+
+    policy = tmp_path / "lenient.yaml"
+    policy.write_text(LENIENT)
+    env = {**os.environ, warm_runner.KEEP_ENV: "60", "WARM_TEST_SETUP": tmp_path.name}
+    cmd = [sys.executable, "-c", "from unlearnops.cli import main; main()", "run", "--request", "erase-1",
+           "--corpus", stack["corpus"], "--model-name", MODEL, "--method", "npo", "--policy", str(policy),
+           "--reference", stack["reference"], "--target", "local", "--param", "train.steps=40"]
+    log = kfp_root() / "logs" / "warm-runner.log"
+    try:
+        first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        assert first.returncode == 0, first.stderr[-4000:]
+        assert "promoted" in first.stderr
+        starts = log.read_text().count("staying 60s idle")
+        assert starts == 1  # the first run started a server that outlived it
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stderr[-4000:]
+        assert "already-unlearned" in again.stderr and "Steps" in again.stderr  # the fork's output came back
+        assert log.read_text().count("staying 60s idle") == starts  # no new server: it ran in the fork
+    finally:
+        monkeypatch.setenv(warm_runner.KEEP_ENV, "60")
+        warm_runner.retire_all()
