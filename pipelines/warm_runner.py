@@ -240,8 +240,20 @@ def learnable(names: Iterable[str]) -> list[str]:
             and not any(n == p or n.startswith(p + ".") for p in _NOT_LEARNED)]
 
 
+def _disown_server_finalizers() -> None:
+    """The server's ``weakref.finalize`` callbacks (torch's operator libraries, any temp folder of
+    its imports) are not the child's to run at exit: they would undo the server's state (a temp
+    folder deleted under it) and cost ~40 ms a task. The child's own finalizers still run."""
+    import weakref
+
+    registry = getattr(weakref.finalize, "_registry", {})
+    for finalizer in list(registry):
+        finalizer.atexit = False
+
+
 def _child(conn: socket.socket, request: dict[str, Any]) -> None:
     """The forked child: stdio on the connection, acknowledge, run the task, exit with its status."""
+    _disown_server_finalizers()
     fd = conn.fileno()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
