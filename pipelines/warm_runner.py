@@ -57,9 +57,14 @@ KEEP_ENV = "UNLEARNOPS_WARM_RUNNER_KEEP"
 DEFAULT_KEEP = 600.0
 #: set in a delegated command's process: the socket of the server it was forked from
 SOCKET_ENV = "UNLEARNOPS_WARM_SOCKET"
-#: environment variables that differ between runs of one set-up and do not change what is imported
-_VOLATILE_ENV = frozenset({"TMPDIR", "TMP", "TEMP", "PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES",
-                           "PYTEST_CURRENT_TEST", SOCKET_ENV})
+#: environment variables that differ between runs of one set-up and do not change what is imported:
+#: the run's own folders, the terminal's session, and what torch, Ray and OpenMP set in a process
+#: that imported them (a benchmark or dashboard launching runs must find the shell's server)
+_VOLATILE_ENV = frozenset({
+    "TMPDIR", "TMP", "TEMP", "PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "PYTEST_CURRENT_TEST",
+    SOCKET_ENV, "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "TERM_SESSION_ID", "WINDOWID", "TMUX_PANE",
+    "XDG_SESSION_ID", "KITTY_WINDOW_ID", "STY",
+    "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK", "RAY_CLIENT_MODE", "TORCHINDUCTOR_CACHE_DIR"})
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 #: kfp's lightweight-component script (kfp.dsl.component_factory), with any python executable
 _SCRIPT = re.compile(
