@@ -251,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     stop_previous(home)  # an earlier demo's dashboard: its home is about to be removed
     use_home(home)
     from unlearnops.pipelines.cli import gate_table, steps_table
-    from unlearnops.pipelines.local_runner import run_local
+    from unlearnops.pipelines.local_runner import prestart_warm_runner, run_local
     from unlearnops.pipelines.run_request import RunRequest
 
+    prestart_warm_runner()  # its imports overlap the data and model builds; the pipeline forks from it
     ctx = prepare(home)
     needles = residue.needles_for(ctx["corpus"], ctx["forget_ids"])  # read before the corpus is redacted
     people = ctx["people"]
