@@ -664,9 +664,10 @@ def write_profile(profile: Path, modules: Iterable[str]) -> None:
 
 
 def _forward_interrupt(pid: int) -> None:
-    """Ctrl-C reaches a staying server's child (another session) only through its client."""
+    """Ctrl-C reaches a staying server's child (another session) only through its client — and a
+    delegated command's tasks (the same session as it) only through that command."""
     with contextlib.suppress(OSError):
-        if os.getpgid(pid) != os.getpgrp():
+        if os.environ.get(SOCKET_ENV) or os.getpgid(pid) != os.getpgrp():
             os.kill(pid, signal.SIGINT)
 
 
