@@ -213,7 +213,7 @@ def _run_task(request: dict[str, Any]) -> int:
     warm = set(sys.modules)
     _enter(request)
     os.environ["_KFP_RUNTIME"] = "true"
-    sys.path[0] = request["cwd"]  # ``python -m`` in the task's folder puts it first
+    sys.path.insert(0, request["cwd"])  # ``python -m`` in the task's folder puts it first
     program = Path(tempfile.mkdtemp())
     (program / "ephemeral_component.py").write_text(request["source"], encoding="utf-8")
     sys.argv = [EXECUTOR_MODULE, "--component_module_path", str(program / "ephemeral_component.py"),
@@ -363,6 +363,8 @@ def serve(socket_path: str, ready_fd: int, lifeline_fd: int, keep: float = 0.0) 
                 selector.register(child, selectors.EVENT_READ, ("child", child))
                 selector.register(conn, selectors.EVENT_READ, ("client", child))
             elif kind == "client":  # the client sends nothing after its request: this is its exit
+                if running.get(pidfd, (0, None))[1] is not key.fileobj:
+                    continue  # its task ended earlier in this batch of events
                 pid, conn, _nonce = running[pidfd]
                 selector.unregister(conn)
                 with contextlib.suppress(OSError):
@@ -515,8 +517,9 @@ class WarmPool:
         read_fd, write_fd = os.pipe()
         lifeline, own_end = os.pipe() if keep <= 0 else (-1, -1)
         fds = (write_fd, lifeline) if keep <= 0 else (write_fd,)
+        # -P: the starting folder is not first on the server's import path (each task puts its own)
         process = subprocess.Popen(
-            [sys.executable, "-m", __name__, socket_path, str(write_fd), str(lifeline), str(keep),
+            [sys.executable, "-P", "-m", __name__, socket_path, str(write_fd), str(lifeline), str(keep),
              *dict.fromkeys([*modules, *read_profile(profile)])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=fds, start_new_session=keep > 0)
         for fd in fds:
