@@ -55,15 +55,18 @@ ENV_SWITCH = "UNLEARNOPS_WARM_RUNNER"
 #: seconds a server stays up with no task after its last one (0: it stops with the run that started it)
 KEEP_ENV = "UNLEARNOPS_WARM_RUNNER_KEEP"
 DEFAULT_KEEP = 600.0
+#: staying servers one user keeps at most (set-ups: environments, interpreters); older ones retire
+MAX_STAYING = 2
 #: set in a delegated command's process: the socket of the server it was forked from
 SOCKET_ENV = "UNLEARNOPS_WARM_SOCKET"
 #: environment variables that differ between runs of one set-up and do not change what is imported:
-#: the run's own folders, the terminal's session, and what torch, Ray and OpenMP set in a process
-#: that imported them (a benchmark or dashboard launching runs must find the shell's server)
+#: the run's own folders and actor (the dashboard names each run's), the terminal's session, and what
+#: torch, Ray and OpenMP set in a process that imported them (a benchmark or dashboard launching
+#: runs must find the shell's server)
 _VOLATILE_ENV = frozenset({
     "TMPDIR", "TMP", "TEMP", "PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "PYTEST_CURRENT_TEST",
-    SOCKET_ENV, "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "TERM_SESSION_ID", "WINDOWID", "TMUX_PANE",
-    "XDG_SESSION_ID", "KITTY_WINDOW_ID", "STY",
+    SOCKET_ENV, "UNLEARNOPS_ACTOR", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "TERM_SESSION_ID",
+    "WINDOWID", "TMUX_PANE", "XDG_SESSION_ID", "KITTY_WINDOW_ID", "STY",
     "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK", "RAY_CLIENT_MODE", "TORCHINDUCTOR_CACHE_DIR"})
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 #: kfp's lightweight-component script (kfp.dsl.component_factory), with any python executable
@@ -449,27 +452,41 @@ def server_folder() -> Path | None:
     return folder
 
 
+def _retire(socket_path: Path) -> bool:
+    """Ask the server on ``socket_path`` to stop once its running tasks end; False if none is there."""
+    conn = _connect(str(socket_path))
+    if conn is None:
+        return False
+    with conn, contextlib.suppress(OSError):
+        conn.sendall(b'{"retire": true}\n')
+    return True
+
+
 def _retire_others(folder: Path, name: str) -> None:
-    """Servers of this set-up with older code stop once their running tasks end (``retire``)."""
+    """Before a new server starts: servers of its set-up with older code retire, and of the other
+    set-ups only the :data:`MAX_STAYING` - 1 newest stay (each holds ~1.5 GB of imports)."""
     setup = name.split("-")[0]
-    for other in folder.glob(f"{setup}-*.sock"):
-        conn = None if other.name == f"{name}.sock" else _connect(str(other))
-        if conn is not None:
-            with conn, contextlib.suppress(OSError):
-                conn.sendall(b'{"retire": true}\n')
+    others = sorted((p for p in folder.glob("*.sock") if p.name != f"{name}.sock"),
+                    key=lambda p: p.stat().st_mtime if p.exists() else 0.0, reverse=True)
+    kept = 0
+    for other in others:
+        if other.name.startswith(f"{setup}-") or kept >= MAX_STAYING - 1:
+            _retire(other)
+        elif _connect_ok(other):
+            kept += 1
+
+
+def _connect_ok(socket_path: Path) -> bool:
+    conn = _connect(str(socket_path))
+    if conn is not None:
+        conn.close()
+    return conn is not None
 
 
 def retire_all() -> int:
     """Every staying server of this user stops once its running tasks end; how many were asked."""
     folder = server_folder()
-    asked = 0
-    for path in folder.glob("*.sock") if folder else []:
-        conn = _connect(str(path))
-        if conn is not None:
-            with conn, contextlib.suppress(OSError):
-                conn.sendall(b'{"retire": true}\n')
-                asked += 1
-    return asked
+    return sum(_retire(path) for path in (folder.glob("*.sock") if folder else []))
 
 
 def _connect(socket_path: str) -> socket.socket | None:

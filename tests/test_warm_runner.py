@@ -188,3 +188,39 @@ def test_a_task_whose_client_goes_away_is_stopped(tmp_path: Path) -> None:
         assert pool.process.poll() is None  # the server itself carries on
     finally:
         pool.close()
+
+
+def test_a_new_server_retires_older_code_and_the_oldest_other_set_ups(tmp_path: Path) -> None:
+    """Same set-up with older code: retired; of the other set-ups only the newest one stays."""
+    import os
+    import socket
+    import time
+
+    listeners = {}
+    for age, name in enumerate(["b-1", "c-1", "a-1"]):  # b newest, then c; a: this set-up, older code
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(tmp_path / f"{name}.sock"))
+        sock.listen(4)
+        sock.settimeout(0.2)
+        stamp = time.time() - 10 * age
+        os.utime(tmp_path / f"{name}.sock", (stamp, stamp))
+        listeners[name] = sock
+    warm_runner._retire_others(tmp_path, "a-2")
+
+    def asked(sock: socket.socket) -> bool:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                return False
+            with conn:
+                conn.settimeout(0.2)
+                try:
+                    if b"retire" in conn.recv(100):
+                        return True
+                except TimeoutError:
+                    continue  # a liveness probe: connected, sent nothing
+
+    assert {name: asked(sock) for name, sock in listeners.items()} == {"a-1": True, "b-1": False, "c-1": True}
+    for sock in listeners.values():
+        sock.close()
