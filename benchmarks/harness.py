@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from unlearnops.components.scope.pool import cores  # the cores this process may run on (affinity)
+
 #: rounds per benchmark unless ``BENCH_REPEATS`` says otherwise (issue 15: at least 5).
 DEFAULT_REPEATS = 5
 #: packages whose versions every result records.
@@ -42,14 +44,6 @@ def repeats(default: int = DEFAULT_REPEATS) -> int:
     if value < 1:
         raise ValueError(f"BENCH_REPEATS must be >= 1, got {raw!r}")
     return value
-
-
-def cores() -> int:
-    """CPU cores this process may use (affinity), else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def cpu_seconds() -> float:
