@@ -57,7 +57,9 @@ def _file(request_id: str, ids: list[str]) -> None:
 
 def _server_children_cpu() -> float:
     """CPU seconds the staying warm servers' reaped children used so far (``cutime + cstime``)."""
-    folder = f"/tmp/uo-warm-{os.getuid()}/"
+    from unlearnops.pipelines.warm_runner import server_folder
+
+    folder = f"{server_folder()}/"
     total = 0.0
     for proc in Path("/proc").iterdir():
         try:

@@ -1,4 +1,5 @@
-"""CLI commands of the pipelines: ``unlearnops run | compile | upload | submit | schedule``.
+"""CLI commands of the pipelines: ``unlearnops run | compile | upload | submit | schedule |
+warm-runner``.
 
 ``run`` runs ``unlearn_on_request`` locally (kfp.local) and exits 0 on promotion (or when the
 requests were already unlearned), 3 when the gates failed (champion unchanged), 1 on error.
@@ -349,3 +350,71 @@ def _short(err: BaseException) -> str:
     body = getattr(err, "body", None)
     status = getattr(err, "status", None)
     return f"HTTP {status}: {body}" if status else str(err)
+
+
+# ---------------------------------------------------------------- the staying warm server
+warm_app = typer.Typer(no_args_is_help=True,
+                       help="The staying warm server `unlearnops run` hands itself to (issue 15).")
+app.add_typer(warm_app, name="warm-runner")
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def servers_table(found: list[Any], now: float) -> Table:
+    """One row per staying server: fingerprint, pid, state, time left, memory."""
+    table = Table(title="Staying warm servers (this user)", title_justify="left")
+    for col in ("fingerprint", "pid", "state", "up for", "stops in", "memory"):
+        table.add_column(col)
+    for info in found:
+        if info.pid is None:
+            table.add_row(info.name, "-", "[red]not answering[/] (stale socket)", "-", "-", "-")
+            continue
+        state = (f"running {info.tasks} task(s)" if info.tasks else f"idle {_age(info.idle_s)}")
+        left = ("after its tasks" if info.retiring or info.tasks
+                else _age(max(0.0, info.keep_s - info.idle_s)) + " idle")
+        table.add_row(info.name + (" [green](this set-up)[/]" if info.current else ""), str(info.pid),
+                      state + (", retiring" if info.retiring else ""), _age(now - info.started_at), left,
+                      f"{info.rss_mib} MiB")
+    return table
+
+
+@warm_app.command("status")
+def warm_status(as_json: bool = typer.Option(False, "--json", help="one JSON object per server")) -> None:
+    """List this user's staying warm servers: which set-up each serves, its state, memory and how
+    long it stays up idle (UNLEARNOPS_WARM_RUNNER_KEEP). Exit 0, also when none is up."""
+    import dataclasses
+    import time
+
+    from . import warm_runner
+
+    found = warm_runner.servers()
+    if as_json:
+        for info in found:
+            typer.echo(json.dumps(dataclasses.asdict(info)))
+    elif not found:
+        console.print("no staying warm server is up (the next `unlearnops run` starts one)")
+    else:
+        console.print(servers_table(found, time.time()))
+
+
+@warm_app.command("stop")
+def warm_stop(
+    now: bool = typer.Option(False, "--now", help="terminate them at once, running tasks included "
+                             "(default: each stops when its running tasks end)"),
+    timeout: float = typer.Option(10.0, min=0, help="seconds to wait for them to stop"),
+) -> None:
+    """Stop this user's staying warm servers (their memory is freed; the next run starts a new one).
+    Exit 0 when all stopped (or none was up), 1 when one is still up after --timeout."""
+    from . import warm_runner
+
+    stopped, up = warm_runner.stop_servers(now, timeout)
+    if not stopped and not up:
+        console.print("no staying warm server was up")
+    for info in stopped:
+        console.print(f"stopped {info.name} (pid {info.pid})")
+    if up:
+        names = ", ".join(f"{info.name} (pid {info.pid}, {info.tasks} task(s))" for info in up)
+        raise fail(f"still up after {timeout:.0f} s, finishing running tasks: {names}; wait, or stop "
+                   "them at once with --now", EXIT_ERROR)

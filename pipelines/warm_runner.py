@@ -59,6 +59,9 @@ DEFAULT_KEEP = 600.0
 MAX_STAYING = 2
 #: set in a delegated command's process: the socket of the server it was forked from
 SOCKET_ENV = "UNLEARNOPS_WARM_SOCKET"
+#: the folder of this user's staying servers' sockets (default ``/tmp/uo-warm-<uid>``; a test run
+#: uses its own, so it neither finds nor retires the user's servers)
+FOLDER_ENV = "UNLEARNOPS_WARM_RUNNER_DIR"
 #: environment variables that differ between runs of one set-up and do not change what is imported:
 #: the run's own folders and actor (the dashboard names each run's), the terminal's session, and what
 #: torch, Ray and OpenMP set in a process that imported them (a benchmark or dashboard launching
@@ -311,6 +314,7 @@ def serve(socket_path: str, ready_fd: int, lifeline_fd: int, keep: float = 0.0) 
     inode = os.stat(socket_path).st_ino
     server.listen(16)
     running: dict[int, tuple[int, socket.socket, str]] = {}  # pidfd -> (pid, connection, nonce)
+    started_at = time.time()
 
     def stop(*_: Any) -> None:
         for pid, _conn, _nonce in running.values():
@@ -349,6 +353,12 @@ def serve(socket_path: str, ready_fd: int, lifeline_fd: int, keep: float = 0.0) 
                     retiring = True
                     conn.close()
                     continue
+                if "status" in request:  # `unlearnops warm-runner status`
+                    with contextlib.suppress(OSError):
+                        conn.sendall(json.dumps(_status(started_at, keep, len(running), retiring,
+                                                        time.monotonic() - idle_since)).encode() + b"\n")
+                    conn.close()
+                    continue
                 if "preload" in request:  # more modules to have warm (the pipeline's, once known)
                     preload(request["preload"])
                     conn.close()
@@ -385,6 +395,18 @@ def serve(socket_path: str, ready_fd: int, lifeline_fd: int, keep: float = 0.0) 
                     conn.sendall(f"\n{trailer(nonce)}{code}\n".encode())
                 conn.close()
                 idle_since = time.monotonic()
+
+
+def _status(started_at: float, keep: float, tasks: int, retiring: bool, idle: float) -> dict[str, Any]:
+    """What a server says about itself: pid, start time, idle time, tasks, whether it retires, and
+    its resident memory (``VmRSS``; its tasks' forks are their own processes)."""
+    rss_kib = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss_kib = int(line.split()[1])
+    return {"pid": os.getpid(), "started_at": started_at, "keep_s": keep, "tasks": tasks,
+            "retiring": retiring, "idle_s": 0.0 if tasks else round(idle, 1), "rss_mib": rss_kib // 1024}
 
 
 def trailer(nonce: str) -> str:
@@ -436,9 +458,11 @@ def fingerprint(env: dict[str, str] | None = None) -> str:
 
 
 def server_folder() -> Path | None:
-    """``/tmp/uo-warm-<uid>``: this user's servers' sockets (mode 0700; None when it is not safe to
-    use — another owner, or open to others: whoever can connect runs code as the user)."""
-    folder = Path("/tmp") / f"uo-warm-{os.getuid()}"  # AF_UNIX paths are short: not under TMPDIR
+    """``/tmp/uo-warm-<uid>`` (or ``UNLEARNOPS_WARM_RUNNER_DIR``): this user's servers' sockets (mode
+    0700; None when it is not safe to use — another owner, or open to others: whoever can connect
+    runs code as the user)."""
+    # AF_UNIX paths are short (108 bytes): not under TMPDIR
+    folder = Path(os.environ.get(FOLDER_ENV) or f"/tmp/uo-warm-{os.getuid()}")
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o700)
     try:
@@ -487,6 +511,78 @@ def retire_all() -> int:
     """Every staying server of this user stops once its running tasks end; how many were asked."""
     folder = server_folder()
     return sum(_retire(path) for path in (folder.glob("*.sock") if folder else []))
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """One staying server, as ``unlearnops warm-runner status`` shows it."""
+
+    name: str  # its fingerprint (``SETUP-CODE``)
+    current: bool  # it serves this process's set-up and code
+    pid: int | None  # None: its socket is there but nothing answers (a server that died)
+    started_at: float = 0.0
+    keep_s: float = 0.0
+    tasks: int = 0
+    idle_s: float = 0.0
+    retiring: bool = False
+    rss_mib: int = 0
+
+
+def _ask_status(socket_path: Path, timeout: float = 5.0) -> dict[str, Any] | None:
+    conn = _connect(str(socket_path))
+    if conn is None:
+        return None
+    with conn, contextlib.suppress(OSError, ValueError):
+        conn.settimeout(timeout)
+        conn.sendall(b'{"status": true}\n')
+        with conn.makefile("rb") as stream:
+            reply: dict[str, Any] = json.loads(stream.readline())
+            return reply
+    return None
+
+
+def servers() -> list[ServerInfo]:
+    """This user's staying servers, newest first (each asked for its :func:`_status`)."""
+    folder = server_folder()
+    if folder is None:
+        return []
+    mine = fingerprint()
+    found = []
+    for path in folder.glob("*.sock"):
+        reply = _ask_status(path) or {}
+        fields = {k: reply[k] for k in ("started_at", "keep_s", "tasks", "idle_s", "retiring", "rss_mib")
+                  if k in reply}
+        found.append(ServerInfo(path.stem, path.stem == mine, reply.get("pid"), **fields))
+    return sorted(found, key=lambda info: info.started_at, reverse=True)
+
+
+def stop_servers(now: bool = False, timeout: float = 10.0) -> tuple[list[ServerInfo], list[ServerInfo]]:
+    """Retire every staying server of this user (an idle one stops at once, a busy one after its
+    running tasks); ``now``: terminate them (their running tasks too). Waits up to ``timeout`` s;
+    returns (stopped, still up)."""
+    folder = server_folder()
+    asked = [info for info in servers() if info.pid is not None]
+    for info in asked:
+        if now and info.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(info.pid, signal.SIGTERM)
+        elif folder is not None:
+            _retire(folder / f"{info.name}.sock")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_pid_alive(info.pid) for info in asked):
+        time.sleep(0.1)
+    up = [info for info in asked if _pid_alive(info.pid)]
+    return [info for info in asked if info not in up], up
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"  # a zombie has stopped (its parent has not reaped it yet)
 
 
 def _connect(socket_path: str) -> socket.socket | None:
@@ -607,11 +703,12 @@ class WarmPool:
         modules_out = Path(tempfile.gettempdir()) / f"uo-warm-{nonce}.modules"
         request = {"source": task.source, "args": task.args, "env": env, "cwd": os.getcwd(), "nonce": nonce,
                    "modules_out": str(modules_out)}
-        code = self.send(request, echo)
-        with contextlib.suppress(OSError):
-            self.learned.update(modules_out.read_text().split())
-            modules_out.unlink()
-        return code
+        try:
+            return self.send(request, echo)
+        finally:  # also when Ctrl-C ends the run: the file goes
+            with contextlib.suppress(OSError):
+                self.learned.update(modules_out.read_text().split())
+            modules_out.unlink(missing_ok=True)
 
     def send(self, request: dict[str, Any], echo: Callable[[str], None]) -> int | None:
         """Send a task or command request; relay its output; its exit status (None: not taken)."""
@@ -709,15 +806,17 @@ def _relay(conn: socket.socket, nonce: str, echo: Callable[[str], None]) -> int 
         while True:
             try:
                 for line in stream:
-                    if line.startswith(tail):
-                        if previous not in (None, "\n"):
-                            echo(previous)
+                    if line.startswith(tail):  # sent after a newline: a blank line held is not output
                         previous = None
                         code = int(line[len(tail):].strip())
                         break
                     if previous is not None:
                         echo(previous)
-                    previous = line
+                        previous = None
+                    if line == "\n":  # held until the next line: it may be the trailer's own
+                        previous = line
+                    else:
+                        echo(line)  # at once: a line before a long pause is seen when it is written
                 break
             except KeyboardInterrupt:
                 interrupted = True

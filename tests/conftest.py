@@ -22,6 +22,9 @@ os.environ.setdefault("UNLEARNOPS_HASH_SECRET", "test-installation-secret")
 # each local pipeline run's warm server stops with it: no staying servers (one per test home) pile
 # up; tests/test_warm_runner.py turns staying on where it is tested
 os.environ.setdefault("UNLEARNOPS_WARM_RUNNER_KEEP", "0")
+# this test run's staying servers have their own socket folder (short: an AF_UNIX path): the run
+# neither uses nor retires the user's own servers, nor another test run's; stopped at the end
+os.environ["UNLEARNOPS_WARM_RUNNER_DIR"] = f"/tmp/uo-warm-test-{os.getpid()}"
 # one warm-runner profile for every test's home: later local pipeline runs start warm (issue 15)
 os.environ.setdefault("UNLEARNOPS_WARM_PROFILE", os.path.join(
     os.environ.get("TMPDIR", "/tmp"), f"unlearnops-test-warm-modules-{os.getuid()}.txt"))
@@ -46,6 +49,16 @@ BUILD_FIXTURES = frozenset({"tiny_models", "tiny_scope", "npo_tiny"})
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "registry: uses an MLflow registry (embedded SQLite or a server)")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """This run's staying warm servers stop, and their socket folder goes."""
+    import shutil
+
+    from unlearnops.pipelines import warm_runner
+
+    warm_runner.stop_servers(now=True)
+    shutil.rmtree(os.environ["UNLEARNOPS_WARM_RUNNER_DIR"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

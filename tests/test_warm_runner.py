@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 from kfp import dsl, local
+from typer.testing import CliRunner
 from unlearnops.pipelines import warm_runner
+
+from unlearnops.cli import _load_plugins, app
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -163,9 +166,19 @@ def test_a_staying_server_serves_later_runs_then_retires(kfp_roots: Path, stayin
     assert warm_runner.delegate(["--help"], lines.append) == 0
     assert "Usage" in "".join(lines)
     assert warm_runner.delegate(["no-such-command"], lines.append) == 2
-    assert warm_runner.retire_all() >= 1
+    # `unlearnops warm-runner status` reports it (asked over its socket); `stop` retires it
+    _load_plugins()
+    (info,) = warm_runner.servers()
+    assert info.pid == server.pid and info.current and info.tasks == 0 and not info.retiring
+    assert info.keep_s == 30 and info.rss_mib > 100 and 0 <= info.idle_s < 30
+    status = CliRunner().invoke(app, ["warm-runner", "status", "--json"])
+    assert status.exit_code == 0 and json.loads(status.stdout)["pid"] == server.pid
+    stopped = CliRunner().invoke(app, ["warm-runner", "stop"])
+    assert stopped.exit_code == 0 and f"stopped {info.name} (pid {server.pid})" in stopped.output
     server.wait(timeout=15)
     assert not Path(pool.socket_path).exists()
+    assert warm_runner.servers() == []
+    assert "no staying warm server is up" in CliRunner().invoke(app, ["warm-runner", "status"]).output
     assert warm_runner.delegate(["--help"], lines.append) is None  # none up: the caller runs it
 
 
@@ -186,6 +199,54 @@ def test_a_task_whose_client_goes_away_is_stopped(tmp_path: Path) -> None:
         conn.close()  # the client is gone (killed, Ctrl-C'd): its task must not run on
         assert _gone(pid)
         assert pool.process.poll() is None  # the server itself carries on
+    finally:
+        pool.close()
+
+
+INTERRUPTIBLE = """
+import time
+print("task-up", flush=True)
+try:
+    time.sleep(120)
+except KeyboardInterrupt:
+    print("task-interrupted", flush=True)
+    raise SystemExit(130)
+"""
+
+CLIENT = """
+import os, sys
+from unlearnops.pipelines import warm_runner
+pool = warm_runner.WarmPool.attach(sys.argv[1])
+task = warm_runner.TaskCommand(sys.argv[2], ["--executor_input", "{}", "--function_to_execute", "f"])
+try:
+    pool.run(task, dict(os.environ), lambda line: print(line, end="", flush=True))
+except KeyboardInterrupt:
+    print("client-interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_in_the_client_reaches_its_task_in_the_server(tmp_path: Path) -> None:
+    """The task runs in the server's session, not the terminal's: the client forwards SIGINT to it,
+    waits for its exit, then stops itself (exit 130)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pool = warm_runner.WarmPool.start(["kfp.dsl.executor_main"], tmp_path)
+    try:
+        assert pool.wait_ready()
+        client = subprocess.Popen([sys.executable, "-c", CLIENT, pool.socket_path, INTERRUPTIBLE],
+                                  stdout=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
+        assert client.stdout is not None
+        while client.stdout.readline().strip() != "task-up":  # the executor's log lines first
+            assert client.poll() is None
+        os.kill(client.pid, signal.SIGINT)  # what Ctrl-C in the client's terminal sends
+        out, _ = client.communicate(timeout=30)
+        assert client.returncode == 130
+        assert out.split()[-2:] == ["task-interrupted", "client-interrupted"]  # the task saw Ctrl-C
+        assert pool.process.poll() is None
     finally:
         pool.close()
 
