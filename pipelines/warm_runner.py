@@ -508,9 +508,10 @@ def _connect_ok(socket_path: Path) -> bool:
 
 
 def retire_all() -> int:
-    """Every staying server of this user stops once its running tasks end; how many were asked."""
-    folder = server_folder()
-    return sum(_retire(path) for path in (folder.glob("*.sock") if folder else []))
+    """Every staying server of this user stops once its running tasks end (not waited for); how
+    many were asked."""
+    stopped, up = stop_servers(timeout=0)
+    return len(stopped) + len(up)
 
 
 @dataclass(frozen=True)
@@ -576,13 +577,9 @@ def stop_servers(now: bool = False, timeout: float = 10.0) -> tuple[list[ServerI
 
 
 def _pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[0] != "Z"  # a zombie has stopped (its parent has not reaped it yet)
+    from unlearnops.local_ray import pid_alive
+
+    return pid is not None and pid_alive(pid)
 
 
 def _connect(socket_path: str) -> socket.socket | None:

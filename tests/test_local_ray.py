@@ -48,7 +48,7 @@ def test_start_attach_stop(unlearnops_home: Path) -> None:
     finally:
         stopped = cli.invoke(app, ["ray", "stop"])
     assert stopped.exit_code == 0 and f"pid {state['pid']}" in stopped.output
-    assert not local_ray._alive(state["pid"])
+    assert not local_ray.pid_alive(state["pid"])
     assert not Path(state["temp_dir"]).exists()
     assert not (unlearnops_home / local_ray.STATE_FILE).exists()
     assert cli.invoke(app, ["ray", "stop"]).output.startswith("no local Ray")  # idempotent

@@ -47,7 +47,8 @@ def state_path() -> Path:
     return get_settings().home / STATE_FILE
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """The process runs (a zombie, exited but not yet reaped, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,7 +68,7 @@ def current() -> LocalRay | None:
         found = LocalRay(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if _alive(found.pid):
+    if pid_alive(found.pid):
         return found
     path.unlink(missing_ok=True)
     return None
@@ -107,11 +108,11 @@ def _terminate(pid: int, timeout_s: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.1)
-    if _alive(pid):
+    if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)  # the head runs in its own session: pgid == pid
 
@@ -122,7 +123,7 @@ def stop(timeout_s: float = 30.0) -> LocalRay | None:
     if running is None:
         return None
     _terminate(running.pid, timeout_s)
-    if _alive(running.pid):
+    if pid_alive(running.pid):
         raise LocalRayError(f"the Ray head (pid {running.pid}) did not exit")
     shutil.rmtree(running.temp_dir, ignore_errors=True)
     state_path().unlink(missing_ok=True)
