@@ -56,10 +56,10 @@ def corpus(people: int) -> Path:
         if args == {"people": people, "holdout": 10, "seed": 0, "shards": SHARDS}:
             return path
     print(f"generating {people} people into {path}", file=sys.stderr)
-    # the installed CLI's own entry (``unlearnops.cli`` is a package without ``__main__``)
-    subprocess.run([sys.executable, "-c", "from unlearnops.cli import main; main()", "benchmark", "generate",
-                    "--out", str(path),
-                    "--people", str(people), "--holdout", "10", "--seed", "0", "--shards", str(SHARDS)],
+    from unlearnops.cli import command_line
+
+    subprocess.run(command_line("benchmark", "generate", "--out", str(path), "--people", str(people),
+                                "--holdout", "10", "--seed", "0", "--shards", str(SHARDS)),
                    check=True, cwd=HERE.parent)
     return path
 

@@ -380,6 +380,32 @@ def servers_table(found: list[Any], now: float) -> Table:
     return table
 
 
+@warm_app.command("start")
+def warm_start(
+    timeout: float = typer.Option(120.0, min=1, help="seconds to wait until it has imported its modules"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing on success"),
+) -> None:
+    """Start this set-up's staying warm server now, or find it up, and wait until it is ready, so
+    the next `unlearnops run` hands itself to it instead of paying its imports (~8 CPU-s) on its
+    critical path. It stays UNLEARNOPS_WARM_RUNNER_KEEP s idle. The dashboard calls this when it
+    starts and when a request is approved. Exit 0 when it is ready, 1 when it did not get ready,
+    2 when the warm runner is off."""
+    from . import warm_runner
+    from .local_runner import kfp_root, warm_profile
+
+    try:
+        info, started_now = warm_runner.start_server(kfp_root() / "logs", warm_profile(), timeout)
+    except warm_runner.NotStartable as err:
+        raise fail(str(err)) from err
+    if info is None:
+        raise fail(f"the warm server did not get ready in {timeout:.0f} s; its log is "
+                   f"{kfp_root() / 'logs' / 'warm-runner.log'}", EXIT_ERROR)
+    if not quiet:
+        verb = "started" if started_now else "already up:"
+        console.print(f"{verb} {info.name} (pid {info.pid}, {info.rss_mib} MiB); it stays "
+                      f"{_age(info.keep_s)} idle")
+
+
 @warm_app.command("status")
 def warm_status(as_json: bool = typer.Option(False, "--json", help="one JSON object per server")) -> None:
     """List this user's staying warm servers: which set-up each serves, its state, memory and how

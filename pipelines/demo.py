@@ -37,6 +37,7 @@ from rich.table import Table
 from unlearnops.pipelines.run_request import DEFAULT_METHOD, DEFAULT_METHOD_PARAMS
 
 from unlearnops import residue
+from unlearnops.cli import command_line
 
 MODEL_NAME = "people-qa"
 #: The demo's method: the pipeline's default (pipelines/run_request.py: AltPO with its calibrated
@@ -140,8 +141,7 @@ def questions(corpus: str, subject_ids: list[str], per_person: int = 2) -> list[
 @contextlib.contextmanager
 def server(port: int, log_file: Path) -> Iterator[str]:
     """``unlearnops serve`` in the background (polling the alias every second); stopped afterwards."""
-    cmd = [sys.executable, "-c", "from unlearnops.cli import main; main()", "serve", MODEL_NAME,
-           "--port", str(port), "--poll-seconds", "1", "--threads", "1"]
+    cmd = command_line("serve", MODEL_NAME, "--port", str(port), "--poll-seconds", "1", "--threads", "1")
     with log_file.open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

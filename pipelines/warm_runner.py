@@ -436,7 +436,10 @@ def fingerprint(env: dict[str, str] | None = None) -> str:
     it (names with versions) — the set-up — then every ``.py`` file of the unlearnops code (path,
     size, mtime): ``SETUP-CODE``. A server serves only clients with its fingerprint."""
     env = dict(os.environ if env is None else env)
-    digest = hashlib.sha256(f"{sys.executable}\0{sys.version}\0".encode())
+    # the interpreter by its file and environment: a console script runs ``python3.11`` where
+    # ``python -c`` runs ``python``, the same interpreter
+    interpreter = f"{os.path.realpath(sys.executable)}\0{sys.prefix}\0{sys.version}\0"
+    digest = hashlib.sha256(interpreter.encode())
     code = hashlib.sha256()
     for key in sorted(env):
         if key not in _VOLATILE_ENV and not key.startswith("UNLEARNOPS_WARM_"):
@@ -457,12 +460,16 @@ def fingerprint(env: dict[str, str] | None = None) -> str:
     return f"{digest.hexdigest()[:12]}-{code.hexdigest()[:12]}"
 
 
+def _folder_path() -> Path:
+    # AF_UNIX paths are short (108 bytes): not under TMPDIR
+    return Path(os.environ.get(FOLDER_ENV) or f"/tmp/uo-warm-{os.getuid()}")
+
+
 def server_folder() -> Path | None:
     """``/tmp/uo-warm-<uid>`` (or ``UNLEARNOPS_WARM_RUNNER_DIR``): this user's servers' sockets (mode
     0700; None when it is not safe to use — another owner, or open to others: whoever can connect
     runs code as the user)."""
-    # AF_UNIX paths are short (108 bytes): not under TMPDIR
-    folder = Path(os.environ.get(FOLDER_ENV) or f"/tmp/uo-warm-{os.getuid()}")
+    folder = _folder_path()
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o700)
     try:
@@ -555,6 +562,38 @@ def servers() -> list[ServerInfo]:
                   if k in reply}
         found.append(ServerInfo(path.stem, path.stem == mine, reply.get("pid"), **fields))
     return sorted(found, key=lambda info: info.started_at, reverse=True)
+
+
+class NotStartable(Exception):
+    """A staying server cannot be started here; the message says why and what to do."""
+
+
+def start_server(log_folder: Path, profile: Path | None = None,
+                 timeout: float = 120.0) -> tuple[ServerInfo | None, bool]:
+    """This set-up's staying server, started now unless one is up (``unlearnops warm-runner
+    start``: its imports are paid before the next run instead of on its critical path). Returns its
+    status once it listens (None: not ready within ``timeout`` s, or it died) and whether this call
+    started it; :class:`NotStartable` when the warm runner is off or cannot be shared here."""
+    if not available():
+        raise NotStartable(f"the warm runner is off ({ENV_SWITCH}=0) or this system lacks pidfd_open; "
+                           f"unset {ENV_SWITCH} to use it")
+    keep = keep_seconds()
+    if keep <= 0:
+        raise NotStartable(f"{KEEP_ENV}={os.environ.get(KEEP_ENV)}: a server would stop as soon as it "
+                           f"is idle; set it to the idle seconds it should stay (default {DEFAULT_KEEP:.0f})")
+    pool = WarmPool.shared((*BASE_MODULES, *COMMAND_MODULES), log_folder, profile, keep)
+    if pool is None:
+        raise NotStartable(f"the socket folder {_folder_path()} "
+                           "is not this user's alone (mode 0700); fix its owner and mode, or set "
+                           f"{FOLDER_ENV} to a folder of your own")
+    started_now = pool.process is not None
+    try:
+        ready = pool.wait_ready(timeout) and pool.alive()
+    finally:
+        pool.close()  # a staying server outlives this call
+    name = fingerprint()
+    found = [info for info in servers() if info.name == name and info.pid is not None] if ready else []
+    return (found[0] if found else None), started_now
 
 
 def stop_servers(now: bool = False, timeout: float = 10.0) -> tuple[list[ServerInfo], list[ServerInfo]]:

@@ -241,11 +241,15 @@ def test_filing_validation_names_the_field_and_stores_nothing(dash: Dash) -> Non
 
 
 def test_decisions_go_through_the_ledgers_guards(dash: Dash) -> None:
+    approvals: list[str] = []  # the run worker's warm-up hook: called after an approval only
+    dash.store.approval_hooks.append(lambda: approvals.append("approved"))
     own = dash.file("carol")["id"]  # an approver files: it may never approve it
     assert dash.call("dave", "POST", f"/api/v1/requests/{own}/actions/verify").status_code == 200
     refused = dash.call("carol", "POST", f"/api/v1/requests/{own}/actions/approve")
     assert refused.status_code == 409 and "four-eyes" in refused.json()["detail"]
+    assert approvals == []
     assert dash.call("dave", "POST", f"/api/v1/requests/{own}/actions/approve").json()["status"] == "approved"
+    assert approvals == ["approved"]
     rid = dash.file("alice")["id"]
     assert (
         dash.call("carol", "POST", f"/api/v1/requests/{rid}/actions/approve").status_code == 409
@@ -264,6 +268,7 @@ def test_decisions_go_through_the_ledgers_guards(dash: Dash) -> None:
     assert dash.call("carol", "POST", f"/api/v1/requests/{rid}/actions/fly").status_code == 422
     history = dash.store.ledger.get(rid).history
     assert {h.actor for h in history} == {"alice", "carol"}  # every change as the authenticated actor
+    assert approvals == ["approved"]  # verify, hold, resume, extend: no warm-up
 
 
 def test_bulk_applies_each_and_says_why_not(dash: Dash) -> None:

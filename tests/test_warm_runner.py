@@ -182,6 +182,47 @@ def test_a_staying_server_serves_later_runs_then_retires(kfp_roots: Path, stayin
     assert warm_runner.delegate(["--help"], lines.append) is None  # none up: the caller runs it
 
 
+def test_warm_up_starts_the_server_a_run_from_any_entry_point_finds(staying) -> None:
+    """The dashboard's warm-up (``python -c`` … ``warm-runner start``) starts the staying server, and
+    the console script's ``unlearnops warm-runner start`` (another interpreter name, the same one)
+    finds that server up: both fingerprint the same set-up."""
+    import os
+    import subprocess
+    import sys
+
+    from unlearnops.dashboard.runs import WarmUp
+    from unlearnops.settings import apply_runtime_env
+
+    apply_runtime_env()
+    warm_up = WarmUp()
+    warm_up()
+    assert warm_up.wait() == 0
+    (info,) = warm_runner.servers()
+    assert info.current and info.pid is not None and info.keep_s == 30
+    script = Path(sys.executable).with_name("unlearnops")
+    again = subprocess.run([str(script), "warm-runner", "start"], capture_output=True, text=True,
+                           env=dict(os.environ), check=False, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"already up: {info.name} (pid {info.pid}" in again.stderr
+    assert [s.pid for s in warm_runner.servers()] == [info.pid]  # no second server
+
+
+def test_warm_runner_start_refuses_when_no_server_could_stay(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearnops.dashboard.runs import WarmUp
+
+    _load_plugins()
+    monkeypatch.setenv(warm_runner.KEEP_ENV, "0")
+    result = CliRunner().invoke(app, ["warm-runner", "start"])
+    assert result.exit_code == 2 and "UNLEARNOPS_WARM_RUNNER_KEEP=0" in result.output
+    monkeypatch.setenv(warm_runner.KEEP_ENV, "30")
+    monkeypatch.setenv(warm_runner.ENV_SWITCH, "0")
+    result = CliRunner().invoke(app, ["warm-runner", "start"])
+    assert result.exit_code == 2 and "the warm runner is off" in result.output
+    warm_up = WarmUp()
+    warm_up()  # off: the dashboard starts nothing
+    assert warm_up.child is None
+
+
 def test_a_task_whose_client_goes_away_is_stopped(tmp_path: Path) -> None:
     import os
 

@@ -70,6 +70,12 @@ def settings_problem() -> str:
     return ""
 
 
+def command_line(*args: str) -> list[str]:
+    """``unlearnops ARGS…`` as a child process's argv: this interpreter, whatever the console
+    script is named or wherever it is (the warm runner's fingerprint sees the same interpreter)."""
+    return [sys.executable, "-c", "from unlearnops.cli import main; main()", *args]
+
+
 #: the arguments :func:`main` was called with (a command may hand itself on as it was given)
 invocation: list[str] = []
 

@@ -122,7 +122,11 @@ def decide(store: Store, request_id: str, decision: Decision, form: DecisionForm
     status = {Decision.verify: S.verified, Decision.approve: S.approved, Decision.deny: S.denied,
               Decision.hold: S.on_hold, Decision.cancel: S.cancelled}[decision]
     default = {Decision.verify: "identity verified", Decision.approve: "approved"}.get(decision, "")
-    return ledger.set_status(request_id, status, reason or default, actor, code=code)
+    decided = ledger.set_status(request_id, status, reason or default, actor, code=code)
+    if decision == Decision.approve:
+        for hook in store.approval_hooks:
+            hook()
+    return decided
 
 
 def bulk(store: Store, form: BulkForm, who: Principal) -> list[dict[str, Any]]:

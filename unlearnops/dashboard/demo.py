@@ -13,12 +13,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from ..cli import command_line
 from .auth import Role, create_token
 from .store import Store
 
@@ -76,8 +76,7 @@ def offer_dashboard(home: Path, *, model_name: str, corpus: str, reference: str,
                 f"viewer token: {token}"]
     port = _port()
     log = (home / "dashboard.log").open("ab")
-    child = subprocess.Popen([sys.executable, "-c", "from unlearnops.cli import main; main()", *argv,
-                              "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+    child = subprocess.Popen(command_line(*argv, "--port", str(port)), stdout=log, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ))
     pid_file(home).write_text(str(child.pid))
     url = f"http://127.0.0.1:{port}/"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +27,7 @@ from typing import Any
 from sqlalchemy import String, cast, select, update
 
 from .. import storage
+from ..cli import command_line
 from ..ledger import Ledger
 from ..masking import mask_secrets
 from ..pipelines.run_request import DEFAULT_METHOD
@@ -188,10 +188,9 @@ def cluster_request(defaults: RunDefaults, request_ids: list[str], method: str, 
 # ---------------------------------------------------------------- the worker
 def command(run: RunView, defaults: RunDefaults, events: Path, policy: str) -> list[str]:
     """The ``unlearnops run`` command line of ``run``."""
-    argv = [sys.executable, "-c", "from unlearnops.cli import main; main()", "run",
-            "--request", ",".join(run.request_ids), "--corpus", defaults.corpus(),
-            "--model-name", defaults.model_name, "--method", run.method, "--policy", policy,
-            "--target", defaults.target, "--events", str(events)]
+    argv = command_line("run", "--request", ",".join(run.request_ids), "--corpus", defaults.corpus(),
+                        "--model-name", defaults.model_name, "--method", run.method, "--policy", policy,
+                        "--target", defaults.target, "--events", str(events))
     if defaults.reference_uri:
         argv += ["--reference", defaults.reference_uri]
     for key, value in run.params.items():
@@ -224,6 +223,33 @@ def steps_from(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(steps.values())
 
 
+class WarmUp:
+    """Starts the embedded stack's staying warm server ahead of a run, in a child process
+    (``unlearnops warm-runner start``): when the dashboard starts and when a request is approved,
+    so the run that follows hands itself to a server whose imports are paid instead of paying them
+    on its critical path (issue 15). Nothing with the KFP backend, ``UNLEARNOPS_WARM_RUNNER=0`` or
+    ``UNLEARNOPS_WARM_RUNNER_KEEP=0``; one child at a time (a server already up answers at once)."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def __call__(self) -> None:
+        from ..pipelines.warm_runner import available, keep_seconds
+
+        if get_settings().kfp_host or not available() or keep_seconds() <= 0:
+            return
+        if self.child is not None and self.child.poll() is None:
+            return
+        # the runs' environment (UNLEARNOPS_ACTOR aside, which the fingerprint skips): their server
+        self.child = subprocess.Popen(command_line("warm-runner", "start", "--quiet"),
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, cwd=os.getcwd())
+
+    def wait(self, timeout: float = 150.0) -> int | None:
+        """The child's exit status once it ends (None: none was started)."""
+        return None if self.child is None else self.child.wait(timeout)
+
+
 class RunWorker(Background):
     """Runs queued dashboard runs one at a time in a daemon thread."""
 
@@ -231,10 +257,13 @@ class RunWorker(Background):
         super().__init__()
         self.store, self.defaults, self.poll_s = store, defaults, poll_s
         self.policy: dict[str, str] = {}
+        self.warm_up = WarmUp()
 
     name = "unlearnops-run-worker"
 
     def start(self) -> None:
+        self.warm_up()
+        self.store.approval_hooks.append(self.warm_up)
         self.store.execute(update(runs_table).where(runs_table.c.status.in_(("running",))).values(
             status="failed", message="the dashboard stopped while this run was running",
             finished_at=now_naive()))

@@ -119,6 +119,8 @@ class Store:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.engine: Engine = ledger.engine
+        #: called after a request is approved (the run worker starts the warm server then)
+        self.approval_hooks: list[Callable[[], None]] = []
         try:
             ledger._retry(lambda: metadata.create_all(self.engine))
         except (IntegrityError, ProgrammingError):  # another process created them meanwhile
