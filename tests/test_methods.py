@@ -455,7 +455,8 @@ def test_packed_forward_gives_the_padded_loss_and_gradient(name, ref):
     assert out_packed.loss.item() == pytest.approx(out_padded.loss.item(), rel=1e-5, abs=1e-6)
     for (_, a), (_, b) in zip(padded.named_parameters(), packed.named_parameters(), strict=True):
         if a.grad is not None:
-            assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+            # summation order differs (packed rows): tolerance relative to the gradient's scale
+            assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5 * float(a.grad.abs().max()))
 
 
 def test_packed_logits_match_padded_logits_at_every_token(model):
