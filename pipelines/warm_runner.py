@@ -81,6 +81,7 @@ _SCRIPT = re.compile(
 BASE_MODULES = (EXECUTOR_MODULE, "kfp.dsl", "torch", "transformers", "mlflow", "unlearnops.settings")
 #: what a delegated ``unlearnops run`` needs beyond the tasks' modules (the local pipeline, built)
 COMMAND_MODULES = ("kfp.local", "unlearnops.pipelines.local_runner", "unlearnops.pipelines.local_pipeline")
+STAYING_MODULES = (*BASE_MODULES, *COMMAND_MODULES)  # a staying server also runs delegated commands
 READY = b"ready\n"
 
 
@@ -581,7 +582,7 @@ def start_server(log_folder: Path, profile: Path | None = None,
     if keep <= 0:
         raise NotStartable(f"{KEEP_ENV}={os.environ.get(KEEP_ENV)}: a server would stop as soon as it "
                            f"is idle; set it to the idle seconds it should stay (default {DEFAULT_KEEP:.0f})")
-    pool = WarmPool.shared((*BASE_MODULES, *COMMAND_MODULES), log_folder, profile, keep)
+    pool = WarmPool.shared(STAYING_MODULES, log_folder, profile, keep)
     if pool is None:
         raise NotStartable(f"the socket folder {_folder_path()} "
                            "is not this user's alone (mode 0700); fix its owner and mode, or set "
@@ -877,7 +878,7 @@ def _pool(log_folder: Path, profile: Path | None) -> WarmPool | None:
     if os.environ.get(SOCKET_ENV):
         return WarmPool.attach(os.environ[SOCKET_ENV], profile)
     keep = keep_seconds()
-    pool = WarmPool.shared((*BASE_MODULES, *COMMAND_MODULES), log_folder, profile, keep) if keep > 0 else None
+    pool = WarmPool.shared(STAYING_MODULES, log_folder, profile, keep) if keep > 0 else None
     return pool or WarmPool.start(BASE_MODULES, log_folder, profile)
 
 

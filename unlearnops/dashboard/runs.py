@@ -241,9 +241,12 @@ class WarmUp:
         if self.child is not None and self.child.poll() is None:
             return
         # the runs' environment (UNLEARNOPS_ACTOR aside, which the fingerprint skips): their server
-        self.child = subprocess.Popen(command_line("warm-runner", "start", "--quiet"),
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, cwd=os.getcwd())
+        try:  # a warm-up that cannot start never fails the approval that asked for it
+            self.child = subprocess.Popen(command_line("warm-runner", "start", "--quiet"),
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, cwd=os.getcwd())
+        except OSError:
+            self.child = None
 
     def wait(self, timeout: float = 150.0) -> int | None:
         """The child's exit status once it ends (None: none was started)."""
