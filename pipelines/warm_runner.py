@@ -431,11 +431,25 @@ def _code_roots() -> list[str]:
     return sorted(set(roots))
 
 
+def _site_folders() -> list[str]:
+    """The site-packages folders a fresh interpreter of this set-up imports from (``site``): the
+    import path a task's own process would get, not this process's ``sys.path``, which a script's
+    folder, pytest or a caller may have changed (the stdlib comes with the interpreter, PYTHONPATH
+    with the environment)."""
+    import site
+
+    folders = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        folders.append(site.getusersitepackages())
+    return sorted(set(folders))
+
+
 def fingerprint(env: dict[str, str] | None = None) -> str:
     """What a warm server's imports depend on: the interpreter, the environment (less
-    :data:`_VOLATILE_ENV`; hashed, never stored), the import path and the distributions installed on
-    it (names with versions) — the set-up — then every ``.py`` file of the unlearnops code (path,
-    size, mtime): ``SETUP-CODE``. A server serves only clients with its fingerprint."""
+    :data:`_VOLATILE_ENV`; hashed, never stored), its site-packages folders with the distributions
+    installed there (names with versions) and their ``.pth`` files — the set-up — then every ``.py``
+    file of the unlearnops code (path, size, mtime): ``SETUP-CODE``. A server serves only clients
+    with its fingerprint."""
     env = dict(os.environ if env is None else env)
     # the interpreter by its file and environment: a console script runs ``python3.11`` where
     # ``python -c`` runs ``python``, the same interpreter
@@ -445,12 +459,13 @@ def fingerprint(env: dict[str, str] | None = None) -> str:
     for key in sorted(env):
         if key not in _VOLATILE_ENV and not key.startswith("UNLEARNOPS_WARM_"):
             digest.update(f"{key}={env[key]}\0".encode())
-    for entry in sys.path[1:]:  # the folders (not the script's), and the distributions installed there
+    for entry in _site_folders():  # the distributions installed there and the paths its .pth files add
         digest.update(f"{entry}\0".encode())
-        if entry.endswith("-packages"):
-            with contextlib.suppress(OSError):
-                names = sorted(n for n in os.listdir(entry) if n.endswith(".dist-info"))
-                digest.update(" ".join(names).encode())
+        with contextlib.suppress(OSError):
+            names = sorted(n for n in os.listdir(entry) if n.endswith((".dist-info", ".pth")))
+            digest.update(" ".join(names).encode())
+            for name in (n for n in names if n.endswith(".pth")):
+                digest.update(Path(entry, name).read_bytes())
     for root in _code_roots():
         for folder, dirs, files in os.walk(root):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")

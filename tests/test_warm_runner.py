@@ -182,6 +182,25 @@ def test_a_staying_server_serves_later_runs_then_retires(kfp_roots: Path, stayin
     assert warm_runner.delegate(["--help"], lines.append) is None  # none up: the caller runs it
 
 
+def test_fingerprint_is_the_one_a_fresh_interpreter_of_this_set_up_computes(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A process whose ``sys.path`` was changed (pytest's rootdir, a script's folder, a caller's
+    insert) fingerprints the set-up a fresh ``python -c`` child of it has: the server that child
+    starts is the one this process finds (it failed in CI's full suite, where they differed)."""
+    import os
+    import subprocess
+    import sys
+
+    from unlearnops.settings import apply_runtime_env
+
+    apply_runtime_env()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    child = subprocess.run([sys.executable, "-c", "from unlearnops.pipelines import warm_runner; "
+                            "print(warm_runner.fingerprint())"], capture_output=True, text=True,
+                           env=dict(os.environ), check=True, timeout=120)
+    assert child.stdout.strip() == warm_runner.fingerprint()
+
+
 def test_warm_up_starts_the_server_a_run_from_any_entry_point_finds(staying) -> None:
     """The dashboard's warm-up (``python -c`` … ``warm-runner start``) starts the staying server, and
     the console script's ``unlearnops warm-runner start`` (another interpreter name, the same one)
