@@ -1,8 +1,9 @@
 """The demo's unlearning configuration passes the default gate policy on the tiny benchmark model.
 
 ``make demo`` runs pipelines/demo.py's method and parameters on its erasure request (two people of
-the tiny build's forget split) and judges the candidate with the default policy
-(components/evaluate/default_policy.yaml), robustness included. This runs the same configuration
+the tiny build's forget split; retain samples of DEMO_RETAIN_MULTIPLE x the forget set) and judges
+the candidate with the default policy (components/evaluate/default_policy.yaml), robustness
+included. This runs the same configuration
 in-process (world size 1) on the same build and request, and checks every gate passes — the issue-10
 claim that the demo promotes an honestly unlearned model rather than ending in a refusal.
 """
@@ -23,7 +24,7 @@ def test_demo_configuration_passes_the_default_policy(bench_data: Path, tiny_mod
     from unlearnops.components.evaluate.metrics import EvalOptions
     from unlearnops.components.scope.resolve import resolve_scope
     from unlearnops.components.unlearn.runner import run_unlearning
-    from unlearnops.pipelines.demo import DEMO_METHOD, DEMO_PARAMS, demo_request
+    from unlearnops.pipelines.demo import DEMO_METHOD, DEMO_PARAMS, DEMO_RETAIN_MULTIPLE, demo_request
 
     from unlearnops import documents
     from unlearnops.data.generate import read_people
@@ -32,7 +33,8 @@ def test_demo_configuration_passes_the_default_policy(bench_data: Path, tiny_mod
     build = json.loads((tiny_models / "build.json").read_text())
     people = {p["subject_id"]: p for p in read_people(str(bench_data))}
     scope = str(tmp_path / "scope")
-    resolve_scope([demo_request(build, people)], str(bench_data), scope, seed=0)
+    resolve_scope([demo_request(build, people)], str(bench_data), scope, seed=0,
+                  retain_multiple=DEMO_RETAIN_MULTIPLE)
     out = str(tmp_path / "candidate")
     run_unlearning(UnlearnSpec(method=DEMO_METHOD, params=DEMO_PARAMS, seed=0), scope,
                    str(tiny_models / "base"), out, local=True)  # calibrated stopping: the default

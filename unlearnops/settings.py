@@ -81,6 +81,10 @@ class Settings(BaseSettings):
                           "UTC): the expected completion date of approved requests and the default "
                           "of `unlearnops schedule --cron`")
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    scope_retain_multiple: float = Field(
+        2.0, ge=0, description="scope: retain-train (and by default retain-eval) size as a multiple of "
+                               "the forget set; `scope resolve --retain-multiple` decides per run (the "
+                               "demo uses 4: see pipelines/demo.py)")
     match_fold_accents: bool = Field(
         False, description="scope: match names with accents dropped too ('Jose' finds 'José'); "
                            "`scope resolve --fold-accents/--no-fold-accents` decides per run")

@@ -42,7 +42,8 @@ def resolve(
     request: list[str] = typer.Option(..., "--request", help="request id or FILE; repeatable"),
     corpus: str = typer.Option(..., "--corpus", help="folder or s3:// prefix of shards"),
     out: str = typer.Option(..., "--out", help="DataScope URI to write"),
-    retain_multiple: float = typer.Option(2.0, "--retain-multiple", help="retain size = X × forget size"),
+    retain_multiple: float = typer.Option(None, "--retain-multiple", help="retain size = X × forget size "
+                                          "(default: the scope_retain_multiple setting, 2)"),
     retain_eval_multiple: float = typer.Option(None, "--retain-eval-multiple",
                                                help="retain-eval size = X × forget size (default as retain)"),
     neighbor_k: int = typer.Option(None, "--neighbor-k", help="neighbor set size (default: forget size)"),

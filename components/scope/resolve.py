@@ -396,7 +396,7 @@ def _pick_sets(forget: list[dict[str, Any]], pools: _Pools, k: int, retain_sizes
 
 # ------------------------------------------------------------------ the step
 def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, *,
-                  retain_multiple: float = 2.0, retain_eval_multiple: float | None = None,
+                  retain_multiple: float | None = None, retain_eval_multiple: float | None = None,
                   neighbor_k: int | None = None, max_share: float = 0.2,
                   allow_large_scope: bool = False, seed: int = 0, general_share: float = 0.5,
                   parallel: str = "auto", progress: bool = False,
@@ -404,7 +404,8 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
                   worker_peaks: dict[int, int] | None = None) -> ScopeManifest:
     """Resolve ``requests`` against the corpus at ``corpus_uri`` and write the DataScope to ``out_uri``.
 
-    Sizes: retain (the retain-train sample) = ceil(retain_multiple × |forget|), of which up to
+    Sizes: retain (the retain-train sample) = ceil(retain_multiple × |forget|) (default: the
+    ``scope_retain_multiple`` setting, 2), of which up to
     ``general_share`` are the out-of-scope general-knowledge facts; retain_eval (disjoint from
     retain, what utility is measured on) = ceil(retain_eval_multiple × |forget|) the same way
     (default: retain_multiple); neighbor = ``neighbor_k`` (default |forget|); holdout =
@@ -416,6 +417,8 @@ def resolve_scope(requests: list[ForgetRequest], corpus_uri: str, out_uri: str, 
     on bad input.
     """
     fold = get_settings().match_fold_accents if fold_accents is None else fold_accents
+    if retain_multiple is None:
+        retain_multiple = get_settings().scope_retain_multiple
     _check_options(requests, retain_multiple, neighbor_k, max_share, general_share)
     if retain_eval_multiple is not None and retain_eval_multiple < 0:
         raise ScopeError(f"retain_eval_multiple must be >= 0, got {retain_eval_multiple}")
