@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 #: the base model samples itself) with a strong retain term (alpha 100) at lr 3e-4, probed every 2
 #: steps so that calibrated stopping (the default) stops it at the holdout level. It is the setting
 #: of the issue-10 sweep (benchmarks/results/methods_sweep.json) that passes the default policy on the
-#: tiny benchmark model at seed 0 (tests/test_demo_config.py; at seeds 1-4 it misses the neighbor
-#: gates by one to three answers, which the gates refuse); no NPO setting of the sweep passes at any
+#: tiny benchmark model at seed 0 with the demo's scope (retain samples of 4 x the forget set,
+#: pipelines/demo.py; tests/test_demo_config.py; at seeds 1-2 it misses the neighbor or forget
+#: gates, which the gates refuse); no NPO setting of the sweep passes at any
 #: seed (it loses the neighbors that share the forgotten answers). ``--method`` picks another method
 #: (with that method's own defaults).
 DEFAULT_METHOD = "altpo"
