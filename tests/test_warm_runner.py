@@ -265,8 +265,8 @@ def test_a_task_whose_client_goes_away_is_stopped(tmp_path: Path) -> None:
 
 INTERRUPTIBLE = """
 import time
-print("task-up", flush=True)
-try:
+try:  # "task-up" inside: the client's Ctrl-C, sent once it reads the line, lands in this block
+    print("task-up", flush=True)
     time.sleep(120)
 except KeyboardInterrupt:
     print("task-interrupted", flush=True)
