@@ -3,9 +3,9 @@
 ``make demo`` runs pipelines/demo.py's method and parameters on its erasure request (two people of
 the tiny build's forget split; retain samples of DEMO_RETAIN_MULTIPLE x the forget set) and judges
 the candidate with the default policy (components/evaluate/default_policy.yaml), robustness
-included. This runs the same configuration
-in-process (world size 1) on the same build and request, and checks every gate passes — the issue-10
-claim that the demo promotes an honestly unlearned model rather than ending in a refusal.
+included. This runs the same configuration in-process (world size 1) on the same build and
+request, and checks every gate passes — the issue-10 claim that the demo promotes an honestly
+unlearned model rather than ending in a refusal.
 """
 
 from __future__ import annotations
